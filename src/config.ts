@@ -1,0 +1,63 @@
+// Configuration is read and validated once, at start. A bad value stops the
+// process with a message that names the variable.
+export type NodeEnv = 'development' | 'production' | 'test';
+
+export interface Config {
+  /** Absent: run an embedded PostgreSQL (not allowed in production). */
+  databaseUrl: string | undefined;
+  port: number;
+  host: string;
+  nodeEnv: NodeEnv;
+  logLevel: string;
+  databasePoolSize: number;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, problem: string) {
+    super(`${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function oneOf<T extends string>(env: NodeJS.ProcessEnv, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const match = allowed.find((value) => value === raw);
+  if (!match) throw new ConfigError(name, `must be one of ${allowed.join(', ')}, got "${raw}"`);
+  return match;
+}
+
+export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const nodeEnv = oneOf(env, 'NODE_ENV', ['development', 'production', 'test'] as const, 'development');
+  const databaseUrl = env.DATABASE_URL || undefined;
+  if (databaseUrl !== undefined) {
+    let protocol: string;
+    try {
+      protocol = new URL(databaseUrl).protocol;
+    } catch {
+      throw new ConfigError('DATABASE_URL', 'is not a valid URL');
+    }
+    if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+      throw new ConfigError('DATABASE_URL', `must be a postgres:// URL, got ${protocol}//…`);
+    }
+  } else if (nodeEnv === 'production') {
+    throw new ConfigError('DATABASE_URL', 'is required in production (the embedded database is for development)');
+  }
+  return {
+    databaseUrl,
+    port: integer(env, 'PORT', 3000, 0, 65535),
+    host: env.HOST || '0.0.0.0',
+    nodeEnv,
+    logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
+  };
+}

