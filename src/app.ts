@@ -1,0 +1,57 @@
+// The Express application, built from its dependencies: no listening, no
+// environment reading, so tests build it with their own pool.
+import { randomUUID } from 'node:crypto';
+import express from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { pinoHttp } from 'pino-http';
+import { bookingRoutes } from './bookings.js';
+import { projectRoot } from './migrate.js';
+import { notFound, problemHandler } from './problem.js';
+import { showRoutes } from './shows.js';
+
+export interface AppDeps {
+  pool: pg.Pool;
+  logger: Logger;
+  /** Check every response against the contract (development and tests). */
+  validateResponses: boolean;
+  /** Largest request body, in bytes. */
+  bodyLimit?: number;
+}
+
+export const apiSpecPath = `${projectRoot}openapi.yaml`;
+
+const REQUEST_ID = /^[\w.:-]{1,128}$/;
+
+export function makeApp({ pool, logger, validateResponses, bodyLimit = 256 * 1024 }: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(
+    pinoHttp({
+      logger,
+      // Honour a caller's request id when it is a sane one; echo it back.
+      genReqId(req, res) {
+        const incoming = req.headers['x-request-id'];
+        const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+        res.setHeader('X-Request-Id', id);
+        return id;
+      },
+      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
+    }),
+  );
+  app.use(express.json({ limit: bodyLimit }));
+  app.use(
+    OpenApiValidator.middleware({
+      apiSpec: apiSpecPath,
+      validateRequests: { allowUnknownQueryParameters: false },
+      validateResponses: validateResponses ? { removeAdditional: false } : false,
+      validateFormats: true,
+    }),
+  );
+  app.use(showRoutes(pool));
+  app.use(bookingRoutes(pool));
+  app.use(notFound);
+  app.use(problemHandler(bodyLimit));
+  return app;
+}

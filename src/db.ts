@@ -1,0 +1,45 @@
+// The database pool, and calls of the app schema's functions, each one
+// round trip that answers one JSON value.
+import pg from 'pg';
+
+export interface DatabaseOptions {
+  connectionString: string;
+  max: number;
+  applicationName?: string;
+}
+
+export function createPool(options: DatabaseOptions): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: options.connectionString,
+    max: options.max,
+    application_name: options.applicationName ?? 'ticket-booking',
+    // Timestamps leave the database as UTC ISO 8601 strings.
+    options: '-c TimeZone=UTC',
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+  });
+  // An idle client that loses its connection must not crash the process;
+  // the pool drops it and the next query gets a fresh one.
+  pool.on('error', () => {});
+  return pool;
+}
+
+/** A named statement: prepared once per connection, then only bound and run. */
+export interface Statement {
+  name: string;
+  text: string;
+}
+
+export function statement(name: string, text: string): Statement {
+  return { name, text };
+}
+
+/**
+ * Runs a statement whose one row has one column, `result`, holding JSON, and
+ * returns it (null when the function found nothing). The shapes are the
+ * contract's, built by the database; response validation checks them.
+ */
+export async function callJson<T>(pool: pg.Pool, query: Statement, values: unknown[]): Promise<T | null> {
+  const result = await pool.query<{ result: T | null }>({ name: query.name, text: query.text, values });
+  return result.rows[0]?.result ?? null;
+}

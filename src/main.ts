@@ -1,0 +1,69 @@
+// The entry point: read config, get a database (the given one, or an
+// embedded one), migrate it, serve, and shut down in order on a signal.
+import type { Server } from 'node:http';
+import { pino } from 'pino';
+import { makeApp } from './app.js';
+import { ConfigError, readConfig } from './config.js';
+import { createPool } from './db.js';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js';
+import { projectRoot, runMigrations } from './migrate.js';
+
+let config;
+try {
+  config = readConfig();
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`Configuration error: ${error.message}\n`);
+  process.exit(78);
+}
+
+const logger = pino({
+  level: config.logLevel,
+  ...(config.nodeEnv === 'production' ? {} : { transport: { target: 'pino-pretty', options: { colorize: true } } }),
+});
+
+let embedded: EmbeddedDatabase | undefined;
+let databaseUrl = config.databaseUrl;
+if (!databaseUrl) {
+  const dataDir = `${projectRoot}.data/postgres`;
+  logger.info({ dataDir }, 'no DATABASE_URL: starting the embedded PostgreSQL');
+  embedded = await startEmbeddedPostgres({
+    dataDir,
+    persistent: true,
+    onLog: (message) => logger.debug({ postgres: message.trim() }, 'postgres'),
+  });
+  await embedded.createDatabase('booking');
+  databaseUrl = embedded.url('booking');
+}
+
+await runMigrations(databaseUrl, (message) => logger.info(message));
+const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize });
+const app = makeApp({ pool, logger, validateResponses: config.nodeEnv !== 'production' });
+
+const server: Server = app.listen(config.port, config.host, () => {
+  logger.info(`listening on http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${config.port}`);
+});
+
+let stopping = false;
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'shutting down');
+  // Bounded: whatever still runs after 10 s is cut off.
+  const force = setTimeout(() => {
+    logger.error('shutdown took too long; exiting');
+    process.exit(1);
+  }, 10_000);
+  force.unref();
+  await new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+  await pool.end();
+  await embedded?.stop();
+  logger.info('stopped');
+  process.exit(0);
+}
+
+process.on('SIGTERM', () => void shutdown('SIGTERM'));
+process.on('SIGINT', () => void shutdown('SIGINT'));
