@@ -44,7 +44,8 @@ export function makeApp({ pool, logger, validateResponses, bodyLimit = 256 * 102
   app.use(
     OpenApiValidator.middleware({
       apiSpec: apiSpecPath,
-      validateRequests: { allowUnknownQueryParameters: false },
+      // allErrors: a client learns every wrong field at once.
+      validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
       validateResponses: validateResponses ? { removeAdditional: false } : false,
       validateFormats: true,
     }),

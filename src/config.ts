@@ -10,6 +10,8 @@ export interface Config {
   nodeEnv: NodeEnv;
   logLevel: string;
   databasePoolSize: number;
+  /** Where the embedded PostgreSQL keeps its data. */
+  embeddedDataDir: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -59,5 +61,6 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     nodeEnv,
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
+    embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
   };
 }

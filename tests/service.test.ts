@@ -1,0 +1,114 @@
+// The real entry point, as `npm start` runs it: embedded database, clean
+// shutdown, and no booking lost across restarts, even after SIGKILL.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, describe, expect, it } from 'vitest';
+import { freePort } from '../src/embedded-postgres.js';
+import { customer, theatre } from './support.js';
+
+const root = path.resolve(import.meta.dirname, '..');
+const started: ChildProcess[] = [];
+
+function startService(env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: root,
+    env: { ...process.env, DATABASE_URL: '', NODE_ENV: 'test', LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.push(child);
+  return child;
+}
+
+function exited(child: ChildProcess): Promise<{ code: number | null; stderr: string }> {
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stderr })));
+}
+
+async function waitUntilServing(port: number): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/api/shows?limit=1`);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await sleep(100);
+  }
+  throw new Error(`service on port ${port} did not start`);
+}
+
+async function json(port: number, pathname: string, body?: unknown) {
+  const response = await fetch(`http://127.0.0.1:${port}${pathname}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: body === undefined ? null : JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+afterAll(() => {
+  for (const child of started) if (child.exitCode === null) child.kill('SIGKILL');
+});
+
+describe('the service process', () => {
+  it('keeps every confirmed booking across a clean restart and a SIGKILL', async () => {
+    const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-service-pg-'));
+    try {
+      const env = { EMBEDDED_PG_DATA_DIR: dataDir };
+      let port = await freePort();
+      let service = startService({ ...env, PORT: String(port) });
+      await waitUntilServing(port);
+      const show = (await json(port, '/api/shows', theatre())).body;
+      const booked = await json(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-1'], customer: customer() });
+      expect(booked.status).toBe(201);
+
+      // SIGTERM: the service and its embedded database stop cleanly.
+      const stopped = exited(service);
+      service.kill('SIGTERM');
+      expect((await stopped).code).toBe(0);
+      expect(existsSync(path.join(dataDir, 'postmaster.pid'))).toBe(false);
+
+      port = await freePort();
+      service = startService({ ...env, PORT: String(port) });
+      await waitUntilServing(port);
+      expect((await json(port, `/api/bookings/${booked.body.id}`)).body.status).toBe('confirmed');
+      const second = await json(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-2'], customer: customer() });
+      expect(second.status).toBe(201);
+
+      // SIGKILL leaves the database running without its service; the next start takes over.
+      const killed = exited(service);
+      service.kill('SIGKILL');
+      await killed;
+      port = await freePort();
+      service = startService({ ...env, PORT: String(port) });
+      await waitUntilServing(port);
+      const seats = (await json(port, `/api/shows/${show.id}/seats?status=booked`)).body;
+      expect(seats.seats.map((seat: { label: string }) => seat.label)).toEqual(['Stalls-A-1', 'Stalls-A-2']);
+      const retaken = await json(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-2'], customer: customer() });
+      expect(retaken.status).toBe(409);
+
+      const last = exited(service);
+      service.kill('SIGTERM');
+      expect((await last).code).toBe(0);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, 'PORT'],
+    [{ PORT: '70000' }, 'PORT'],
+    [{ NODE_ENV: 'staging' }, 'NODE_ENV'],
+    [{ DATABASE_URL: 'mysql://localhost/db' }, 'DATABASE_URL'],
+    [{ NODE_ENV: 'production' }, 'DATABASE_URL'],
+  ])('refuses to start with %o, naming %s', async (env, variable) => {
+    const result = await exited(startService(env));
+    expect(result.code).toBe(78);
+    expect(result.stderr).toContain(`Configuration error: ${variable}`);
+  });
+});

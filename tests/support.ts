@@ -1,0 +1,123 @@
+// What every test file needs: a pool on the test database, the app with
+// response validation on, unique shows, and plain HTTP over new connections.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type express from 'express';
+import type pg from 'pg';
+import { pino } from 'pino';
+import request from 'supertest';
+import { inject } from 'vitest';
+import { makeApp } from '../src/app.js';
+import { createPool } from '../src/db.js';
+import type { components } from '../src/generated/api.js';
+
+export type NewShow = components['schemas']['NewShow'];
+export type ShowDetail = components['schemas']['ShowDetail'];
+export type Booking = components['schemas']['Booking'];
+export type SeatMap = components['schemas']['SeatMap'];
+
+export function testPool(max = 10): pg.Pool {
+  return createPool({ connectionString: inject('databaseUrl'), max, applicationName: 'booking-tests' });
+}
+
+export function testApp(pool: pg.Pool): express.Express {
+  return makeApp({ pool, logger: pino({ level: 'silent' }), validateResponses: true });
+}
+
+let counter = 0;
+/** A distinct name per call, so tests can run in any order and in parallel. */
+export function unique(prefix: string): string {
+  counter += 1;
+  return `${prefix} ${process.pid}-${Date.now().toString(36)}-${counter}`;
+}
+
+export function theatre(overrides: Partial<NewShow> = {}): NewShow {
+  return {
+    kind: 'show',
+    name: unique('Hamlet'),
+    venue: 'The Globe',
+    startsAt: '2027-03-01T19:30:00Z',
+    currency: 'EUR',
+    categories: [
+      { code: 'standard', price: 2500 },
+      { code: 'premium', price: 5000 },
+    ],
+    sections: [
+      {
+        name: 'Stalls',
+        rows: [
+          { label: 'A', seats: 4, category: 'premium' },
+          { label: 'B', seats: 6, category: 'standard' },
+        ],
+      },
+    ],
+    ...overrides,
+  };
+}
+
+export async function createShow(app: express.Express, show: NewShow = theatre()): Promise<ShowDetail> {
+  const response = await request(app).post('/api/shows').send(show).expect(201);
+  return response.body;
+}
+
+export function customer(name = 'Ada Lovelace') {
+  return { name, email: `${unique('c').replace(/\W/g, '')}@example.com` };
+}
+
+export async function listen(app: express.Express): Promise<{ port: number; close: () => Promise<void> }> {
+  const server = http.createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** POST JSON on a connection of its own (no keep-alive agent). */
+export function postJson<T = Record<string, unknown>>(port: number, path: string, body: unknown): Promise<{ status: number; body: T }> {
+  const payload = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => (text += chunk));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) }));
+      },
+    );
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** Seats of a show that are in more than one active booking: must always be empty. */
+export async function doubleBookedSeats(pool: pg.Pool, showId: string): Promise<string[]> {
+  const { rows } = await pool.query<{ seat_id: string }>(
+    `select a.seat_id from app.booking_seats a join app.booking_seats b
+       on a.seat_id = b.seat_id and a.booking_id < b.booking_id and a.legs && b.legs
+     where a.show_id = $1 and a.active and b.active`,
+    [showId],
+  );
+  return rows.map((row) => row.seat_id);
+}
+
+export async function bookingCounts(pool: pg.Pool, showId: string): Promise<Record<string, number>> {
+  const { rows } = await pool.query<{ status: string; n: number }>(
+    'select status::text, count(*)::int as n from app.bookings where show_id = $1 group by status',
+    [showId],
+  );
+  return Object.fromEntries(rows.map((row) => [row.status, row.n]));
+}
