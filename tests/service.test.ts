@@ -8,7 +8,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded-postgres.js';
-import { customer, theatre } from './support.js';
+import { customer, theatre, type Booking, type SeatMap, type ShowDetail } from './support.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const started: ChildProcess[] = [];
@@ -42,13 +42,14 @@ async function waitUntilServing(port: number): Promise<void> {
   throw new Error(`service on port ${port} did not start`);
 }
 
-async function json(port: number, pathname: string, body?: unknown) {
+async function json<T>(port: number, pathname: string, body?: unknown): Promise<{ status: number; body: T }> {
   const response = await fetch(`http://127.0.0.1:${port}${pathname}`, {
     method: body === undefined ? 'GET' : 'POST',
     headers: { 'content-type': 'application/json' },
     body: body === undefined ? null : JSON.stringify(body),
   });
-  return { status: response.status, body: await response.json() };
+  const parsed: T = await response.json();
+  return { status: response.status, body: parsed };
 }
 
 afterAll(() => {
@@ -63,8 +64,8 @@ describe('the service process', () => {
       let port = await freePort();
       let service = startService({ ...env, PORT: String(port) });
       await waitUntilServing(port);
-      const show = (await json(port, '/api/shows', theatre())).body;
-      const booked = await json(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-1'], customer: customer() });
+      const show = (await json<ShowDetail>(port, '/api/shows', theatre())).body;
+      const booked = await json<Booking>(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-1'], customer: customer() });
       expect(booked.status).toBe(201);
 
       // SIGTERM: the service and its embedded database stop cleanly.
@@ -76,7 +77,7 @@ describe('the service process', () => {
       port = await freePort();
       service = startService({ ...env, PORT: String(port) });
       await waitUntilServing(port);
-      expect((await json(port, `/api/bookings/${booked.body.id}`)).body.status).toBe('confirmed');
+      expect((await json<Booking>(port, `/api/bookings/${booked.body.id}`)).body.status).toBe('confirmed');
       const second = await json(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-2'], customer: customer() });
       expect(second.status).toBe(201);
 
@@ -87,8 +88,8 @@ describe('the service process', () => {
       port = await freePort();
       service = startService({ ...env, PORT: String(port) });
       await waitUntilServing(port);
-      const seats = (await json(port, `/api/shows/${show.id}/seats?status=booked`)).body;
-      expect(seats.seats.map((seat: { label: string }) => seat.label)).toEqual(['Stalls-A-1', 'Stalls-A-2']);
+      const seats = (await json<SeatMap>(port, `/api/shows/${show.id}/seats?status=booked`)).body;
+      expect(seats.seats.map((seat) => seat.label)).toEqual(['Stalls-A-1', 'Stalls-A-2']);
       const retaken = await json(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-2'], customer: customer() });
       expect(retaken.status).toBe(409);
 

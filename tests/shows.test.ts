@@ -44,7 +44,7 @@ describe('creating a show', () => {
     expect(response.body).toEqual(show);
   });
 
-  const invalid: Array<[string, (spec: NewShow) => unknown, number, string]> = [
+  const invalid: Array<[string, (spec: NewShow) => object, number, string]> = [
     ['an unknown field', (s) => ({ ...s, colour: 'red' }), 400, '/problems/validation-failed'],
     ['a missing venue', ({ venue: _venue, ...s }) => s, 400, '/problems/validation-failed'],
     ['a wrong type', (s) => ({ ...s, startsAt: 12 }), 400, '/problems/validation-failed'],
