@@ -48,7 +48,7 @@ async function json<T>(port: number, pathname: string, body?: unknown): Promise<
     headers: { 'content-type': 'application/json' },
     body: body === undefined ? null : JSON.stringify(body),
   });
-  const parsed: T = await response.json();
+  const parsed: T = JSON.parse(await response.text());
   return { status: response.status, body: parsed };
 }
 
