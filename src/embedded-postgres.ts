@@ -108,7 +108,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   if (!existsSync(`${dataDir}/PG_VERSION`)) {
     await cluster.initialise().catch((error: unknown) => {
       throw new Error(
-        `could not initialise PostgreSQL in ${dataDir} (the postgres user must be able to reach it): ${String(error)}`,
+        `could not initialise PostgreSQL in ${dataDir}; the postgres user must be able to reach it (set EMBEDDED_PG_DATA_DIR to move it): ${String(error)}`,
       );
     });
   }
