@@ -13,11 +13,11 @@ const sqlstates: Record<string, ProblemType> = {
   LAYOT: 'invalid-layout',
   // The backstop constraint: only reached if a function let a double booking through
   '23P01': 'seat-unavailable',
-  // Values PostgreSQL could not read (the contract catches these first)
+  // Values PostgreSQL could not take: the contract catches most first; the
+  // rest of class 22 (such as a NUL byte in text, 22021) is handled below.
   '22P02': 'validation-failed',
-  '22007': 'validation-failed',
-  '22008': 'validation-failed',
-  '22003': 'validation-failed',
+  // A column check (lengths, ranges) the contract did not already enforce
+  '23514': 'validation-failed',
   // Transient: timeouts, shutdowns, too many connections, lost races
   '57014': 'service-unavailable',
   '57P01': 'service-unavailable',
@@ -26,6 +26,13 @@ const sqlstates: Record<string, ProblemType> = {
   '53300': 'service-unavailable',
   '40001': 'service-unavailable',
   '40P01': 'service-unavailable',
+};
+
+// Whole classes: 22 is a value the request carried that PostgreSQL cannot
+// store; 08 is a lost connection to the database.
+const sqlstateClasses: Record<string, ProblemType> = {
+  '22': 'validation-failed',
+  '08': 'service-unavailable',
 };
 
 function members(detail: unknown): Record<string, unknown> {
@@ -39,8 +46,7 @@ function members(detail: unknown): Record<string, unknown> {
 }
 
 export function problemForSqlstate(code: string, error: Record<string, unknown>): ProblemError | undefined {
-  // Class 08: the connection to the database failed.
-  const type = sqlstates[code] ?? (code.startsWith('08') ? 'service-unavailable' : undefined);
+  const type = sqlstates[code] ?? sqlstateClasses[code.slice(0, 2)];
   if (!type) return undefined;
   if (type === 'service-unavailable') {
     return new ProblemError(type, 'The database is busy or unavailable; retry shortly', {}, { 'Retry-After': '1' });

@@ -117,6 +117,8 @@ describe('a malformed booking request gets a clear 4xx and writes nothing', () =
     ['no seats at all', (showId, who) => ({ body: JSON.stringify({ showId, customer: who }) }), 400, '/problems/validation-failed'],
     ['more than 10 seats', (showId, who) => ({ body: JSON.stringify({ showId, seatIds: Array.from({ length: 11 }, (_, i) => i + 1), customer: who }) }), 400, '/problems/validation-failed'],
     ['an invalid email', (showId, who) => ({ body: JSON.stringify({ showId, seatLabels: ['Stalls-A-1'], customer: { ...who, email: 'not-an-email' } }) }), 400, '/problems/validation-failed'],
+    ['a NUL byte in the customer name', (showId, who) => ({ body: JSON.stringify({ showId, seatLabels: ['Stalls-A-1'], customer: { ...who, name: 'Ada\u0000' } }) }), 400, '/problems/validation-failed'],
+    ['a seat id beyond any integer', (showId, who) => ({ body: `{"showId": "${showId}", "seatIds": [99999999999999999999], "customer": ${JSON.stringify(who)}}` }), 400, '/problems/validation-failed'],
     ['a non-UUID show id', (_showId, who) => ({ body: JSON.stringify({ showId: 'show-1', seatLabels: ['Stalls-A-1'], customer: who }) }), 400, '/problems/validation-failed'],
     ['a show that does not exist', (_showId, who) => ({ body: JSON.stringify({ showId: '00000000-0000-4000-8000-000000000001', seatLabels: ['Stalls-A-1'], customer: who }) }), 404, '/problems/show-not-found'],
     ['a seat that is not in the show', (showId, who) => ({ body: JSON.stringify({ showId, seatLabels: ['Stalls-A-1', 'Stalls-Z-9'], customer: who }) }), 422, '/problems/unknown-seat'],

@@ -164,6 +164,11 @@ describe('listing shows', () => {
     expect(august.body.nextCursor).toBeUndefined();
   });
 
+  it('takes date-times with unencoded colons, as curl sends them', async () => {
+    const response = await request(app).get('/api/shows?startsFrom=2999-01-01T00:00:00Z&startsBefore=2999-01-02T00:00:00Z').expect(200);
+    expect(response.body.items).toEqual([]);
+  });
+
   it.each([
     ['a page size over 100', { limit: 101 }],
     ['a page size of 0', { limit: 0 }],
