@@ -7,6 +7,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { bookingRoutes } from './bookings.js';
+import { defaultBookingLimits, type BookingLimits } from './config.js';
 import { projectRoot } from './migrate.js';
 import { notFound, problemHandler } from './problem.js';
 import { showRoutes } from './shows.js';
@@ -18,13 +19,20 @@ export interface AppDeps {
   validateResponses: boolean;
   /** Largest request body, in bytes. */
   bodyLimit?: number;
+  bookingLimits?: BookingLimits;
 }
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
-export function makeApp({ pool, logger, validateResponses, bodyLimit = 256 * 1024 }: AppDeps): express.Express {
+export function makeApp({
+  pool,
+  logger,
+  validateResponses,
+  bodyLimit = 256 * 1024,
+  bookingLimits = defaultBookingLimits,
+}: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.use(
@@ -51,7 +59,7 @@ export function makeApp({ pool, logger, validateResponses, bodyLimit = 256 * 102
     }),
   );
   app.use(showRoutes(pool));
-  app.use(bookingRoutes(pool));
+  app.use(bookingRoutes(pool, bookingLimits));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

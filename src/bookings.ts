@@ -1,39 +1,78 @@
-// Bookings: book seats (one call of the booking core) and read a booking.
-import { Router, type Request } from 'express';
+// Bookings: book seats (one call of the booking core), read, confirm and
+// cancel a booking. Each handler is one database call.
+import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
+import type { BookingLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
-import { callJson, statement } from './db.js';
-import { ProblemError } from './problem.js';
+import { callJson, statement, type Statement } from './db.js';
+import { ProblemError, type ProblemType } from './problem.js';
 
 type Booking = components['schemas']['Booking'];
 type NewBooking = components['schemas']['NewBooking'];
+type ConfirmBooking = components['schemas']['ConfirmBooking'];
+type CancelBooking = components['schemas']['CancelBooking'];
 type BookingPath = operations['getBooking']['parameters']['path'];
+interface Outcome {
+  booking: Booking;
+  replayed: boolean;
+}
 
-const bookSeats = statement('book_seats', 'select app.book_seats($1, $2, $3, $4, $5) as result');
-const getBooking = statement('get_booking', 'select app.get_booking($1) as result');
+const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5) as result');
+const getBooking = statement('get_booking', 'select app.booking_json($1) as result');
+const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3) as result');
+const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3) as result');
 
-export function bookingRoutes(pool: pg.Pool): Router {
+// A failed booking is answered as the problem its failure reason names.
+const failureProblems: Record<string, ProblemType> = {
+  'seats-unavailable': 'seat-unavailable',
+  'not-enough-seats': 'not-enough-seats',
+};
+
+function failureDetail(booking: Booking, request: NewBooking): string {
+  if (booking.failureReason === 'not-enough-seats') {
+    return request.allowSeparate
+      ? `Fewer than ${request.quantity} seats are available`
+      : `No ${request.quantity} adjacent seats are available`;
+  }
+  return `Seats not available: ${(booking.unavailableSeats ?? []).map((seat) => seat.label).join(', ')}`;
+}
+
+function replayHeaders(outcome: Outcome): Record<string, string> {
+  return outcome.replayed ? { 'Idempotent-Replayed': 'true' } : {};
+}
+
+async function act(pool: pg.Pool, query: Statement, values: unknown[]): Promise<Outcome> {
+  const outcome = await callJson<Outcome>(pool, query, values);
+  if (!outcome) throw new Error(`${query.name} returned nothing`);
+  return outcome;
+}
+
+function sendOutcome(res: Response, status: number, outcome: Outcome): void {
+  res.status(status).set(replayHeaders(outcome)).json(outcome.booking);
+}
+
+export function bookingRoutes(pool: pg.Pool, limits: BookingLimits): Router {
   const router = Router();
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
-    const { showId, seatIds, seatLabels, customer } = req.body;
-    const booking = await callJson<Booking>(pool, bookSeats, [
-      showId,
-      seatIds ?? null,
-      seatLabels ?? null,
-      customer.name,
-      customer.email,
+    const outcome = await act(pool, createBooking, [
+      req.body,
+      req.get('Idempotency-Key') ?? null,
+      limits.maxSeatsPerBooking,
+      limits.holdDefaultSeconds,
+      limits.holdMaxSeconds,
     ]);
-    if (!booking) throw new Error('book_seats returned nothing');
+    const { booking } = outcome;
     if (booking.status === 'failed') {
-      const unavailableSeats = booking.unavailableSeats ?? [];
       throw new ProblemError(
-        'seat-unavailable',
-        `Seats not available: ${unavailableSeats.map((seat) => seat.label).join(', ')}`,
-        { unavailableSeats, booking },
+        failureProblems[booking.failureReason ?? ''] ?? 'seat-unavailable',
+        failureDetail(booking, req.body),
+        { ...(booking.unavailableSeats?.length ? { unavailableSeats: booking.unavailableSeats } : {}), booking },
+        replayHeaders(outcome),
       );
     }
-    res.status(201).location(`/api/bookings/${booking.id}`).json(booking);
+    res.location(`/api/bookings/${booking.id}`);
+    sendOutcome(res, 201, outcome);
   });
 
   router.get('/api/bookings/:bookingId', async (req: Request<BookingPath>, res) => {
@@ -42,6 +81,16 @@ export function bookingRoutes(pool: pg.Pool): Router {
       throw new ProblemError('booking-not-found', `There is no booking ${req.params.bookingId}`);
     }
     res.json(booking);
+  });
+
+  router.post('/api/bookings/:bookingId/confirm', async (req: Request<BookingPath, unknown, ConfirmBooking | undefined>, res) => {
+    const outcome = await act(pool, confirmBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null]);
+    sendOutcome(res, 200, outcome);
+  });
+
+  router.post('/api/bookings/:bookingId/cancel', async (req: Request<BookingPath, unknown, CancelBooking | undefined>, res) => {
+    const outcome = await act(pool, cancelBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null]);
+    sendOutcome(res, 200, outcome);
   });
 
   return router;

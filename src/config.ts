@@ -12,7 +12,22 @@ export interface Config {
   databasePoolSize: number;
   /** Where the embedded PostgreSQL keeps its data. */
   embeddedDataDir: string | undefined;
+  bookingLimits: BookingLimits;
+  /** How often lapsed holds are recorded as expired and old idempotency keys purged. */
+  sweepIntervalMs: number;
 }
+
+export interface BookingLimits {
+  maxSeatsPerBooking: number;
+  holdDefaultSeconds: number;
+  holdMaxSeconds: number;
+}
+
+export const defaultBookingLimits: BookingLimits = {
+  maxSeatsPerBooking: 10,
+  holdDefaultSeconds: 600,
+  holdMaxSeconds: 1800,
+};
 
 export class ConfigError extends Error {
   constructor(variable: string, problem: string) {
@@ -62,5 +77,21 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
     embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
+    bookingLimits: readBookingLimits(env),
+    sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
+  };
+}
+
+function readBookingLimits(env: NodeJS.ProcessEnv): BookingLimits {
+  const holdMaxSeconds = integer(env, 'HOLD_MAX_SECONDS', defaultBookingLimits.holdMaxSeconds, 1, 86_400);
+  const holdDefaultSeconds = integer(env, 'HOLD_TTL_SECONDS', Math.min(defaultBookingLimits.holdDefaultSeconds, holdMaxSeconds), 1, 86_400);
+  if (holdDefaultSeconds > holdMaxSeconds) {
+    throw new ConfigError('HOLD_TTL_SECONDS', `must not exceed HOLD_MAX_SECONDS (${holdMaxSeconds}), got ${holdDefaultSeconds}`);
+  }
+  return {
+    // The contract allows 100 seats at most in any request.
+    maxSeatsPerBooking: integer(env, 'MAX_SEATS_PER_BOOKING', defaultBookingLimits.maxSeatsPerBooking, 1, 100),
+    holdDefaultSeconds,
+    holdMaxSeconds,
   };
 }

@@ -7,10 +7,13 @@ const sqlstates: Record<string, ProblemType> = {
   // Raised by the app schema's functions
   BKREQ: 'validation-failed',
   SEATD: 'duplicate-seat',
+  SEATN: 'too-many-seats',
   SEATX: 'unknown-seat',
   SHWNF: 'show-not-found',
   BKGNF: 'booking-not-found',
   LAYOT: 'invalid-layout',
+  BKSTA: 'invalid-transition',
+  IDKEY: 'idempotency-key-reused',
   // The backstop constraint: only reached if a function let a double booking through
   '23P01': 'seat-unavailable',
   // Values PostgreSQL could not take: the contract catches most first; the

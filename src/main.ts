@@ -7,6 +7,7 @@ import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js';
 import { projectRoot, runMigrations } from './migrate.js';
+import { startSweeper } from './sweeper.js';
 
 let config;
 try {
@@ -38,7 +39,13 @@ if (!databaseUrl) {
 
 await runMigrations(databaseUrl, (message) => logger.info(message));
 const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize });
-const app = makeApp({ pool, logger, validateResponses: config.nodeEnv !== 'production' });
+const app = makeApp({
+  pool,
+  logger,
+  validateResponses: config.nodeEnv !== 'production',
+  bookingLimits: config.bookingLimits,
+});
+const sweeper = startSweeper(pool, config.sweepIntervalMs, logger);
 
 const server: Server = app.listen(config.port, config.host, () => {
   logger.info(`listening on http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${config.port}`);
@@ -59,6 +66,7 @@ async function shutdown(signal: string): Promise<void> {
     server.close(() => resolve());
     server.closeIdleConnections();
   });
+  await sweeper.stop();
   await pool.end();
   await embedded?.stop();
   logger.info('stopped');

@@ -42,11 +42,10 @@ async function withClients<T>(n: number, work: (client: pg.Client, i: number) =>
 
 async function bookInSql(client: pg.Client, showId: string, labels: string[]): Promise<Booking> {
   const who = customer();
-  const { rows } = await client.query<{ result: Booking }>(
-    'select app.book_seats($1, null, $2, $3, $4) as result',
-    [showId, labels, who.name, who.email],
-  );
-  const booking = rows[0]?.result;
+  const { rows } = await client.query<{ result: { booking: Booking } }>('select app.create_booking($1) as result', [
+    { showId, seatLabels: labels, customer: who },
+  ]);
+  const booking = rows[0]?.result.booking;
   if (!booking) throw new Error('no booking returned');
   return booking;
 }

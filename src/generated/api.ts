@@ -85,15 +85,28 @@ export interface paths {
         put?: never;
         /**
          * Book seats
-         * @description Books the named seats of a show for a customer, all or none, in one
-         *     transaction. Name the seats either by `seatIds` or by `seatLabels`.
+         * @description Books seats of a show for a customer, all or none, in one transaction.
+         *     Choose the seats in one of three ways:
          *
-         *     * **201**: every seat was free; the booking is `confirmed`.
-         *     * **409**: at least one seat was taken; no seat was booked, and the
-         *       booking is kept as `failed`. The problem names the unavailable seats
-         *       and carries the failed booking.
+         *     * `seatIds` or `seatLabels`: these exact seats;
+         *     * `quantity`: the best available seats, adjacent in one row, nearest
+         *       the front-centre of their section and leaving no single orphan seat
+         *       where another choice exists; optionally within a `section`, a
+         *       `category` or a `maxPrice`, and with `allowSeparate` when the seats
+         *       may be apart if no block is left.
+         *
+         *     With `hold: true` the seats are held rather than sold: the booking is
+         *     `pending` until `expiresAt` (the service's default hold, or
+         *     `holdSeconds` up to its maximum). Confirm it with `confirmBooking`
+         *     before then; afterwards it is `expired` and its seats are free.
+         *
+         *     * **201**: the booking is `confirmed` (or `pending` for a hold).
+         *     * **409**: the seats were not available; nothing was booked and the
+         *       booking is kept as `failed`. The problem carries the failed booking.
          *
          *     When many customers ask for the same seat at once, exactly one wins.
+         *     Send an `Idempotency-Key` to retry safely: a retry with the same key
+         *     and body returns the original result without booking again.
          */
         post: operations["createBooking"];
         delete?: never;
@@ -117,6 +130,51 @@ export interface paths {
         get: operations["getBooking"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bookings/{bookingId}/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Confirm a held booking
+         * @description Makes a `pending` hold `confirmed`, optionally recording a payment
+         *     reference. A hold past its `expiresAt` can never be confirmed: it is
+         *     `expired`, and the answer is a 409 problem. So is confirming a booking
+         *     in any status but `pending`; the problem's `status` names the current one.
+         */
+        post: operations["confirmBooking"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bookings/{bookingId}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a booking
+         * @description Makes a `pending` or `confirmed` booking `cancelled` and frees its seats
+         *     at once, recording when and why. Cancelling a booking in any other
+         *     status (twice, or after it expired) is a 409 problem naming its status.
+         */
+        post: operations["cancelBooking"];
         delete?: never;
         options?: never;
         head?: never;
@@ -195,6 +253,8 @@ export interface components {
                     seats: number;
                     /** @description Code of one of the show's categories. */
                     category: string;
+                    /** @description Numbers of the seats of this row that are not for sale. */
+                    blocked?: number[];
                 }[];
             }[];
         };
@@ -229,25 +289,52 @@ export interface components {
             counts: components["schemas"]["SeatCounts"];
             seats: components["schemas"]["Seat"][];
         };
-        /** @description Seats of one show for one customer, named either by id or by label. */
+        /**
+         * @description Seats of one show for one customer: by id, by label, or the best
+         *     available `quantity`. The service allows at most 10 seats per booking
+         *     by default (a 400 `too-many-seats` problem above its limit).
+         */
         NewBooking: {
             /** Format: uuid */
             showId: string;
-            /** @description The seats by id; at most 10, each once. */
+            /** @description The seats by id, each once. */
             seatIds?: number[];
-            /** @description The seats by label, such as `Stalls-A-12`; at most 10, each once. */
+            /** @description The seats by label, such as `Stalls-A-12`, each once. */
             seatLabels?: string[];
+            /** @description How many seats to pick, best available first. */
+            quantity?: number;
+            /** @description With `quantity`, pick only in this section. */
+            section?: string;
+            /** @description With `quantity`, pick only seats of this category. */
+            category?: string;
+            /** @description With `quantity`, pick only seats costing at most this, in minor units. */
+            maxPrice?: number;
+            /** @description With `quantity`, accept seats that are not together when no block of them is left (default false). */
+            allowSeparate?: boolean;
+            /** @description Hold the seats (`pending` until `expiresAt`) instead of confirming at once (default false). */
+            hold?: boolean;
+            /** @description With `hold`, how long to hold; at most the service's maximum (30 minutes by default). */
+            holdSeconds?: number;
             customer: components["schemas"]["NewCustomer"];
-        } & (unknown | unknown);
+        } & (unknown | unknown | unknown);
         NewCustomer: {
             name: string;
             /** Format: email */
             email: string;
         };
+        ConfirmBooking: {
+            /** @description The payment that paid for the hold, as the payment provider names it. */
+            paymentReference?: string;
+        };
+        CancelBooking: {
+            /** @description Why the booking is cancelled. */
+            reason?: string;
+        };
         /**
-         * @description `pending`: recorded, not yet decided. `confirmed`: the seats are the
-         *     customer's. `failed`: at least one seat was unavailable; nothing was
-         *     booked. `cancelled` and `expired` end a booking that held seats.
+         * @description `pending`: a hold, until `expiresAt`. `confirmed`: the seats are the
+         *     customer's. `failed`: the seats were not available; nothing was booked.
+         *     `cancelled`: cancelled, its seats freed. `expired`: a hold that was not
+         *     confirmed in time, its seats freed.
          * @enum {string}
          */
         BookingStatus: "pending" | "confirmed" | "failed" | "cancelled" | "expired";
@@ -284,10 +371,14 @@ export interface components {
             /** @description Sum of the seat prices of a confirmed booking, in minor units; 0 when failed. */
             totalPrice: number;
             currency: string;
-            /** @description Why a booking failed. */
+            /** @description Why a booking failed (`seats-unavailable`, `not-enough-seats`). */
             failureReason?: string;
-            /** Format: date-time */
+            /**
+             * Format: date-time
+             * @description When a hold ends unless confirmed.
+             */
             expiresAt?: string;
+            paymentReference?: string;
             /** Format: date-time */
             createdAt: string;
             /** Format: date-time */
@@ -297,6 +388,19 @@ export interface components {
             /** Format: date-time */
             cancelledAt?: string;
             cancelReason?: string;
+        };
+        /** @description The booking's status does not allow this change (a Problem naming the booking's current status). */
+        TransitionProblem: {
+            /** Format: uri-reference */
+            type: string;
+            title: string;
+            /** @description The HTTP status code (409) of the problem. */
+            status: number;
+            detail?: string;
+            /** Format: uri-reference */
+            instance?: string;
+            requestId?: string;
+            bookingStatus: components["schemas"]["BookingStatus"];
         };
         /** @description An RFC 9457 problem. Extension members depend on the `type`. */
         Problem: {
@@ -334,9 +438,11 @@ export interface components {
                 name: string;
                 reason: string;
             }[];
+            /** @description With `too-many-seats`, the most seats one booking may have. */
+            maxSeats?: number;
         };
-        /** @description At least one seat was taken or not for sale; the booking failed (a Problem with the seats and the failed booking). */
-        SeatUnavailableProblem: {
+        /** @description The seats were not available; the booking failed (a Problem with the failed booking, and for named seats the unavailable ones). */
+        BookingFailedProblem: {
             /** Format: uri-reference */
             type: string;
             title: string;
@@ -345,11 +451,11 @@ export interface components {
             /** Format: uri-reference */
             instance?: string;
             requestId?: string;
-            unavailableSeats: components["schemas"]["SeatRef"][];
+            unavailableSeats?: components["schemas"]["SeatRef"][];
             booking: components["schemas"]["Booking"];
         };
-        /** @description Some named seats are not seats of the show (a Problem with those seats). */
-        UnknownSeatProblem: {
+        /** @description A well-formed request that cannot be carried out (a Problem; `unknownSeats` names seats that are not in the show). */
+        UnprocessableProblem: {
             /** Format: uri-reference */
             type: string;
             title: string;
@@ -358,7 +464,7 @@ export interface components {
             /** Format: uri-reference */
             instance?: string;
             requestId?: string;
-            unknownSeats: (string | number)[];
+            unknownSeats?: (string | number)[];
         };
     };
     responses: {
@@ -380,22 +486,31 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description At least one seat was taken or not for sale. Nothing was booked; the failed booking is kept. */
-        SeatUnavailable: {
+        /** @description The seats were not available. Nothing was booked; the failed booking is kept. */
+        BookingFailed: {
             headers: {
                 [name: string]: unknown;
             };
             content: {
-                "application/problem+json": components["schemas"]["SeatUnavailableProblem"];
+                "application/problem+json": components["schemas"]["BookingFailedProblem"];
             };
         };
-        /** @description Some named seats are not seats of the show. Nothing was written. */
-        UnknownSeat: {
+        /** @description The request is well-formed but cannot be carried out. Nothing was written. */
+        Unprocessable: {
             headers: {
                 [name: string]: unknown;
             };
             content: {
-                "application/problem+json": components["schemas"]["UnknownSeatProblem"];
+                "application/problem+json": components["schemas"]["UnprocessableProblem"];
+            };
+        };
+        /** @description The booking's status does not allow this change. Nothing was written. */
+        InvalidTransition: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["TransitionProblem"];
             };
         };
         /** @description The layout is well-formed but inconsistent. Nothing was written. */
@@ -462,9 +577,20 @@ export interface components {
          * @example 2026-12-31T00:00:00Z
          */
         StartsBefore: string;
+        /**
+         * @description A key unique to this request, such as a UUID. A retry with the same key
+         *     and the same body returns the original result (same booking, same
+         *     status code) without acting again; the same key with another body is a
+         *     422 problem. Keys are kept for at least 24 hours.
+         * @example 9b2f7c1e-3d4a-4f5b-8c6d-7e8f9a0b1c2d
+         */
+        IdempotencyKey: string;
     };
     requestBodies: never;
-    headers: never;
+    headers: {
+        /** @description `true` when this is the stored result of an earlier request with the same Idempotency-Key. */
+        IdempotentReplayed: "true";
+    };
     pathItems: never;
 }
 export type $defs = Record<string, never>;
@@ -603,7 +729,16 @@ export interface operations {
     createBooking: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description A key unique to this request, such as a UUID. A retry with the same key
+                 *     and the same body returns the original result (same booking, same
+                 *     status code) without acting again; the same key with another body is a
+                 *     422 problem. Keys are kept for at least 24 hours.
+                 * @example 9b2f7c1e-3d4a-4f5b-8c6d-7e8f9a0b1c2d
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -613,11 +748,12 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Every seat was free; the booking is confirmed. */
+            /** @description The seats are the customer's (`confirmed`) or held for them (`pending`). */
             201: {
                 headers: {
                     /** @description The URL of the booking. */
                     Location?: string;
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -626,10 +762,10 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
-            409: components["responses"]["SeatUnavailable"];
+            409: components["responses"]["BookingFailed"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
-            422: components["responses"]["UnknownSeat"];
+            422: components["responses"]["Unprocessable"];
             default: components["responses"]["Problem"];
         };
     };
@@ -659,6 +795,98 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    confirmBooking: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A key unique to this request, such as a UUID. A retry with the same key
+                 *     and the same body returns the original result (same booking, same
+                 *     status code) without acting again; the same key with another body is a
+                 *     422 problem. Keys are kept for at least 24 hours.
+                 * @example 9b2f7c1e-3d4a-4f5b-8c6d-7e8f9a0b1c2d
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description The booking's id.
+                 * @example 5d0c8f0a-3b8e-4c3a-9a8e-2f4b6c1d7e90
+                 */
+                bookingId: components["parameters"]["BookingId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ConfirmBooking"];
+            };
+        };
+        responses: {
+            /** @description The booking is confirmed. */
+            200: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Booking"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["InvalidTransition"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    cancelBooking: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A key unique to this request, such as a UUID. A retry with the same key
+                 *     and the same body returns the original result (same booking, same
+                 *     status code) without acting again; the same key with another body is a
+                 *     422 problem. Keys are kept for at least 24 hours.
+                 * @example 9b2f7c1e-3d4a-4f5b-8c6d-7e8f9a0b1c2d
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /**
+                 * @description The booking's id.
+                 * @example 5d0c8f0a-3b8e-4c3a-9a8e-2f4b6c1d7e90
+                 */
+                bookingId: components["parameters"]["BookingId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CancelBooking"];
+            };
+        };
+        responses: {
+            /** @description The booking is cancelled and its seats are free. */
+            200: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Booking"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["InvalidTransition"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
             default: components["responses"]["Problem"];
         };
     };

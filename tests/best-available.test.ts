@@ -1,0 +1,174 @@
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createShow,
+  customer,
+  doubleBookedSeats,
+  listen,
+  postJson,
+  testApp,
+  testPool,
+  theatre,
+  type Booking,
+  type NewShow,
+  type SeatMap,
+} from './support.js';
+
+const pool = testPool(40);
+const app = testApp(pool);
+let server: Awaited<ReturnType<typeof listen>>;
+beforeAll(async () => {
+  server = await listen(app);
+});
+afterAll(async () => {
+  await server.close();
+  await pool.end();
+});
+
+function bestAvailable(showId: string, quantity: number, extra: object = {}) {
+  return request(app).post('/api/bookings').send({ showId, quantity, customer: customer(), ...extra });
+}
+
+const labels = (booking: Booking) => booking.seats.map((seat) => seat.label);
+
+/** Longest run of adjacent available seats in each row of a section. */
+async function longestFreeRun(showId: string, section: string): Promise<number> {
+  const map: SeatMap = (await request(app).get(`/api/shows/${showId}/seats`).expect(200)).body;
+  let longest = 0;
+  let run = 0;
+  let row = '';
+  for (const seat of map.seats.filter((s) => s.section === section)) {
+    if (seat.row !== row) {
+      row = seat.row;
+      run = 0;
+    }
+    run = seat.status === 'available' ? run + 1 : 0;
+    longest = Math.max(longest, run);
+  }
+  return longest;
+}
+
+const arena = (sections: NewShow['sections'], categories: NewShow['categories'] = [{ code: 'standard', price: 2000 }]) =>
+  theatre({ categories, sections });
+
+describe('best available', () => {
+  it('picks adjacent seats in the front row, centred', async () => {
+    const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 10, category: 'standard' }, { label: 'B', seats: 10, category: 'standard' }] }]));
+    expect(labels((await bestAvailable(show.id, 2).expect(201)).body)).toEqual(['Hall-A-5', 'Hall-A-6']);
+    // Row A's edges are farther from the front-centre than the middle of row B.
+    expect(labels((await bestAvailable(show.id, 4).expect(201)).body)).toEqual(['Hall-B-4', 'Hall-B-5', 'Hall-B-6', 'Hall-B-7']);
+    // Any three of row A's runs of four would strand one seat; B-1..3 fills a run exactly.
+    expect(labels((await bestAvailable(show.id, 3).expect(201)).body)).toEqual(['Hall-B-1', 'Hall-B-2', 'Hall-B-3']);
+  });
+
+  it('avoids leaving a single orphan seat where another choice exists', async () => {
+    const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 5, category: 'standard' }, { label: 'B', seats: 8, category: 'standard' }] }]));
+    // Four of row A's five would strand one seat; row B has room without that.
+    expect(labels((await bestAvailable(show.id, 4).expect(201)).body)).toEqual(['Hall-B-3', 'Hall-B-4', 'Hall-B-5', 'Hall-B-6']);
+  });
+
+  it('keeps to a section, a category and a maximum price', async () => {
+    const show = await createShow(
+      app,
+      arena(
+        [
+          { name: 'Stalls', rows: [{ label: 'A', seats: 6, category: 'premium' }, { label: 'B', seats: 6, category: 'standard' }] },
+          { name: 'Circle', rows: [{ label: 'A', seats: 6, category: 'standard' }] },
+        ],
+        [{ code: 'standard', price: 2000 }, { code: 'premium', price: 6000 }],
+      ),
+    );
+    const inCircle: Booking = (await bestAvailable(show.id, 2, { section: 'Circle' }).expect(201)).body;
+    expect(inCircle.seats.every((seat) => seat.section === 'Circle')).toBe(true);
+    const standard: Booking = (await bestAvailable(show.id, 2, { category: 'standard' }).expect(201)).body;
+    expect(standard.seats.map((seat) => [seat.section, seat.row])).toEqual([['Stalls', 'B'], ['Stalls', 'B']]);
+    const cheap: Booking = (await bestAvailable(show.id, 2, { maxPrice: 2000 }).expect(201)).body;
+    expect(cheap.seats.every((seat) => seat.price <= 2000)).toBe(true);
+    const premium: Booking = (await bestAvailable(show.id, 2).expect(201)).body;
+    expect(premium.seats.map((seat) => seat.category)).toEqual(['premium', 'premium']);
+  });
+
+  it('never picks a seat that is not for sale', async () => {
+    const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 4, category: 'standard', blocked: [2, 3] }] }]));
+    const map: SeatMap = (await request(app).get(`/api/shows/${show.id}/seats`).expect(200)).body;
+    expect(map.counts).toMatchObject({ blocked: 2, available: 2 });
+    await bestAvailable(show.id, 2).expect(409);
+    expect(labels((await bestAvailable(show.id, 2, { allowSeparate: true }).expect(201)).body)).toEqual(['Hall-A-1', 'Hall-A-4']);
+  });
+
+  it('answers 409 with a failed booking when no block is left, and takes separate seats when allowed', async () => {
+    const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 3, category: 'standard' }, { label: 'B', seats: 3, category: 'standard' }] }]));
+    await bestAvailable(show.id, 2).expect(201);
+    await bestAvailable(show.id, 2).expect(201);
+    const failed = await bestAvailable(show.id, 2).expect(409);
+    expect(failed.body).toMatchObject({
+      type: '/problems/not-enough-seats',
+      booking: { status: 'failed', failureReason: 'not-enough-seats', seats: [] },
+    });
+    expect(failed.body.detail).toBe('No 2 adjacent seats are available');
+    const apart: Booking = (await bestAvailable(show.id, 2, { allowSeparate: true }).expect(201)).body;
+    expect(apart.seats).toHaveLength(2);
+    expect(new Set(apart.seats.map((seat) => seat.row)).size).toBe(2);
+    const none = await bestAvailable(show.id, 1, { allowSeparate: true }).expect(409);
+    expect(none.body.detail).toBe('Fewer than 1 seats are available');
+  });
+
+  it('can hold the seats it picks', async () => {
+    const show = await createShow(app);
+    const hold: Booking = (await bestAvailable(show.id, 3, { hold: true }).expect(201)).body;
+    expect(hold.status).toBe('pending');
+    expect(hold.seats).toHaveLength(3);
+  });
+
+  it('takes the seats of a lapsed hold', async () => {
+    const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 2, category: 'standard' }] }]));
+    await bestAvailable(show.id, 2, { hold: true, holdSeconds: 1 }).expect(201);
+    await bestAvailable(show.id, 2).expect(409);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(labels((await bestAvailable(show.id, 2).expect(201)).body)).toEqual(['Hall-A-1', 'Hall-A-2']);
+  });
+});
+
+describe('concurrent best-available requests for one section', () => {
+  it('50 requests for pairs never overlap and fill the section as far as blocks allow', async () => {
+    const rows = Array.from({ length: 5 }, (_, i) => ({ label: String.fromCharCode(65 + i), seats: 10, category: 'standard' }));
+    const show = await createShow(app, arena([{ name: 'Stalls', rows }, { name: 'Circle', rows: [{ label: 'A', seats: 10, category: 'standard' }] }]));
+    const responses = await Promise.all(
+      Array.from({ length: 50 }, () =>
+        postJson<Booking & { booking?: Booking }>(server.port, '/api/bookings', { showId: show.id, quantity: 2, section: 'Stalls', customer: customer() }),
+      ),
+    );
+    expect(responses.filter((r) => r.status !== 201 && r.status !== 409)).toEqual([]);
+    const won = responses.filter((r) => r.status === 201).map((r) => r.body);
+    // 50 seats in rows of 10 hold 25 pairs; every pair packs without a gap.
+    expect(won).toHaveLength(25);
+    const seats = won.flatMap((booking) => booking.seats);
+    expect(seats.every((seat) => seat.section === 'Stalls')).toBe(true);
+    for (const booking of won) {
+      const [a, b] = booking.seats;
+      expect(a?.row).toBe(b?.row);
+      expect(Math.abs((a?.number ?? 0) - (b?.number ?? 0))).toBe(1);
+    }
+    expect(new Set(seats.map((seat) => seat.id)).size).toBe(50);
+    expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
+    expect(await longestFreeRun(show.id, 'Stalls')).toBe(0);
+  });
+
+  it('50 requests for 2 to 4 seats leave no block that a loser could have had', async () => {
+    const rows = Array.from({ length: 6 }, (_, i) => ({ label: String.fromCharCode(65 + i), seats: 12, category: 'standard' }));
+    const show = await createShow(app, arena([{ name: 'Floor', rows }]));
+    const quantities = Array.from({ length: 50 }, (_, i) => 2 + (i % 3));
+    const responses = await Promise.all(
+      quantities.map((quantity) =>
+        postJson<Booking>(server.port, '/api/bookings', { showId: show.id, quantity, customer: customer() }),
+      ),
+    );
+    expect(responses.filter((r) => r.status !== 201 && r.status !== 409)).toEqual([]);
+    const won = responses.filter((r) => r.status === 201).map((r) => r.body);
+    const seats = won.flatMap((booking) => booking.seats.map((seat) => seat.id));
+    expect(new Set(seats).size).toBe(seats.length);
+    expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
+    const smallestLoser = Math.min(...quantities.filter((_, i) => responses[i]?.status === 409));
+    expect(await longestFreeRun(show.id, 'Floor')).toBeLessThan(smallestLoser);
+  });
+});
