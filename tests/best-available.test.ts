@@ -1,5 +1,6 @@
+import pg from 'pg';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   createShow,
   customer,
@@ -130,6 +131,32 @@ describe('best available', () => {
 });
 
 describe('concurrent best-available requests for one section', () => {
+  it('skip seats another transaction is locking and take the next best, without waiting', async () => {
+    const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 10, category: 'standard' }] }]));
+    const locker = new pg.Client({ connectionString: inject('databaseUrl') });
+    await locker.connect();
+    try {
+      await locker.query('begin');
+      // Another booker is mid-transaction on the best pair, A-5 and A-6.
+      await locker.query(
+        `select id from app.seats where show_id = $1 and label in ('Hall-A-5', 'Hall-A-6') order by id for no key update`,
+        [show.id],
+      );
+      const answer = await Promise.race([
+        bestAvailable(show.id, 2).then((response) => response),
+        new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 5_000)),
+      ]);
+      expect(answer).not.toBe('waited');
+      if (answer === 'waited') return;
+      expect(answer.status).toBe(201);
+      expect(labels(answer.body)).toEqual(['Hall-A-3', 'Hall-A-4']);
+    } finally {
+      await locker.query('rollback');
+      await locker.end();
+    }
+  });
+
+
   it('50 requests for pairs never overlap and fill the section as far as blocks allow', async () => {
     const rows = Array.from({ length: 5 }, (_, i) => ({ label: String.fromCharCode(65 + i), seats: 10, category: 'standard' }));
     const show = await createShow(app, arena([{ name: 'Stalls', rows }, { name: 'Circle', rows: [{ label: 'A', seats: 10, category: 'standard' }] }]));
