@@ -8,6 +8,7 @@ const sqlstates: Record<string, ProblemType> = {
   BKREQ: 'validation-failed',
   SEATD: 'duplicate-seat',
   SEATN: 'too-many-seats',
+  STOPX: 'invalid-stops',
   SEATX: 'unknown-seat',
   SHWNF: 'show-not-found',
   BKGNF: 'booking-not-found',

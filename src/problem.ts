@@ -12,6 +12,7 @@ export const problemTypes = {
   'duplicate-seat': { status: 400, title: 'A seat is named more than once' },
   'too-many-seats': { status: 400, title: 'Too many seats for one booking' },
   'invalid-cursor': { status: 400, title: 'The cursor is not valid' },
+  'invalid-stops': { status: 400, title: 'The stops are not valid for this trip' },
   'not-found': { status: 404, title: 'There is no such resource' },
   'show-not-found': { status: 404, title: 'There is no such show' },
   'booking-not-found': { status: 404, title: 'There is no such booking' },

@@ -17,7 +17,7 @@ type SeatsQuery = NonNullable<operations['getShowSeats']['parameters']['query']>
 const listShows = statement('list_shows', 'select app.list_shows($1, $2, $3, $4, $5, $6) as result');
 const createShow = statement('create_show', 'select app.create_show($1) as result');
 const getShow = statement('get_show', 'select app.show_detail_json($1) as result');
-const getShowSeats = statement('get_show_seats', 'select app.show_seats($1, $2) as result');
+const getShowSeats = statement('get_show_seats', 'select app.show_seats($1, $2, $3, $4) as result');
 
 function showNotFound(id: string): ProblemError {
   return new ProblemError('show-not-found', `There is no show ${id}`, { showId: id });
@@ -54,7 +54,8 @@ export function showRoutes(pool: pg.Pool): Router {
   });
 
   router.get('/api/shows/:showId/seats', async (req: Request<ShowPath, unknown, unknown, SeatsQuery>, res) => {
-    const seats = await callJson<SeatMap>(pool, getShowSeats, [req.params.showId, req.query.status ?? null]);
+    const { status, from, to } = req.query;
+    const seats = await callJson<SeatMap>(pool, getShowSeats, [req.params.showId, status ?? null, from ?? null, to ?? null]);
     if (!seats) throw showNotFound(req.params.showId);
     res.json(seats);
   });

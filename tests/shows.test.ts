@@ -124,7 +124,12 @@ describe('listing shows', () => {
   async function showsIn(year: number, kinds: Array<'show' | 'trip'>) {
     const created = [];
     for (const [i, kind] of kinds.entries()) {
-      created.push(await createShow(app, theatre({ kind, startsAt: `${year}-0${9 - i}-01T20:00:00Z` })));
+      const startsAt = `${year}-0${9 - i}-01T20:00:00Z`;
+      const stops = [
+        { name: 'Here', departsAt: startsAt },
+        { name: 'There', departsAt: `${year}-0${9 - i}-01T22:00:00Z` },
+      ];
+      created.push(await createShow(app, theatre({ kind, startsAt, ...(kind === 'trip' ? { stops } : {}) })));
     }
     return created;
   }

@@ -24,6 +24,11 @@ export interface paths {
          * @description Creates a show with its price categories and every seat of its layout,
          *     in one transaction. Seats are numbered from 1 along each row and
          *     labelled `{section}-{row}-{number}`, for example `Stalls-A-12`.
+         *
+         *     A `trip` (a bus or a train) lists its `stops` in order, at least two,
+         *     each later than the one before; a seat is sold separately on each leg
+         *     between two stops, and category prices are per leg. Its `startsAt` is
+         *     its first departure. A `show` has no stops: it is a single leg.
          */
         post: operations["createShow"];
         delete?: never;
@@ -64,6 +69,11 @@ export interface paths {
          * @description Every seat of the show with its live status, in layout order (section,
          *     row, seat), and the number of seats in each status. With `status`, only
          *     seats in that status are listed; the counts always cover the whole show.
+         *
+         *     For a trip, status is over the legs from stop `from` to stop `to`
+         *     (either may be left out: from the first stop, to the last); a seat is
+         *     booked or held when any booking overlaps those legs. Without them, the
+         *     whole trip.
          */
         get: operations["getShowSeats"];
         put?: never;
@@ -204,6 +214,16 @@ export interface components {
             seatCount: number;
             /** Format: date-time */
             createdAt: string;
+            /** @description A trip's stops in order; absent for a show. */
+            stops?: components["schemas"]["Stop"][];
+        };
+        Stop: {
+            name: string;
+            /**
+             * Format: date-time
+             * @description When the trip leaves this stop (for the last stop, when it arrives).
+             */
+            departsAt: string;
         };
         /** @description A show with its price categories and seat layout. */
         ShowDetail: components["schemas"]["Show"] & {
@@ -233,14 +253,23 @@ export interface components {
             kind: components["schemas"]["ShowKind"];
             name: string;
             venue: string;
-            /** Format: date-time */
-            startsAt: string;
+            /**
+             * Format: date-time
+             * @description When the show starts; required for a show. A trip starts at its first stop's departure.
+             */
+            startsAt?: string;
+            /** @description A trip's stops in order, each departing later than the one before. Not for a show. */
+            stops?: {
+                name: string;
+                /** Format: date-time */
+                departsAt: string;
+            }[];
             /** @description ISO 4217 currency code. */
             currency: string;
             /** @description Price categories; every row names one of them. */
             categories: {
                 code: string;
-                /** @description Price of one seat in minor units. */
+                /** @description Price of one seat in minor units (per leg, for a trip). */
                 price: number;
             }[];
             /** @description Sections in order; a show has at most 100000 seats in all. */
@@ -286,6 +315,10 @@ export interface components {
         SeatMap: {
             /** Format: uuid */
             showId: string;
+            /** @description For a trip, the stop the statuses start at, when asked. */
+            fromStop?: string;
+            /** @description For a trip, the stop the statuses end at, when asked. */
+            toStop?: string;
             counts: components["schemas"]["SeatCounts"];
             seats: components["schemas"]["Seat"][];
         };
@@ -301,6 +334,10 @@ export interface components {
             seatIds?: number[];
             /** @description The seats by label, such as `Stalls-A-12`, each once. */
             seatLabels?: string[];
+            /** @description For a trip, the stop the journey starts at (default the first). */
+            fromStop?: string;
+            /** @description For a trip, the stop the journey ends at (default the last). */
+            toStop?: string;
             /** @description How many seats to pick, best available first. */
             quantity?: number;
             /** @description With `quantity`, pick only in this section. */
@@ -351,7 +388,7 @@ export interface components {
             row: string;
             number: number;
             category: string;
-            /** @description What this seat costs in this booking, in minor units. */
+            /** @description What this seat costs in this booking, in minor units (for a trip, its per-leg price times the legs). */
             price: number;
         };
         Booking: {
@@ -366,6 +403,10 @@ export interface components {
             };
             /** @description The seats this booking asked for. */
             seats: components["schemas"]["BookedSeat"][];
+            /** @description For a trip, the stop the journey starts at. */
+            fromStop?: string;
+            /** @description For a trip, the stop the journey ends at. */
+            toStop?: string;
             /** @description On a failed booking, the seats that were taken or not for sale. */
             unavailableSeats?: components["schemas"]["SeatRef"][];
             /** @description Sum of the seat prices of a confirmed booking, in minor units; 0 when failed. */
@@ -440,6 +481,8 @@ export interface components {
             }[];
             /** @description With `too-many-seats`, the most seats one booking may have. */
             maxSeats?: number;
+            /** @description With `invalid-stops`, the stops the trip does not have. */
+            unknownStops?: string[];
         };
         /** @description The seats were not available; the booking failed (a Problem with the failed booking, and for named seats the unavailable ones). */
         BookingFailedProblem: {
@@ -697,6 +740,16 @@ export interface operations {
     getShowSeats: {
         parameters: {
             query?: {
+                /**
+                 * @description For a trip, the stop the journey starts at.
+                 * @example Valence
+                 */
+                from?: string;
+                /**
+                 * @description For a trip, the stop the journey ends at.
+                 * @example Marseille
+                 */
+                to?: string;
                 /** @description List only the seats in this status. */
                 status?: components["schemas"]["SeatStatus"];
             };
