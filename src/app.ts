@@ -10,6 +10,8 @@ import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, type BookingLimits } from './config.js';
 import { projectRoot } from './migrate.js';
 import { notFound, problemHandler } from './problem.js';
+import type { SeatEventHub } from './seat-events.js';
+import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
 
 export interface AppDeps {
@@ -20,6 +22,10 @@ export interface AppDeps {
   /** Largest request body, in bytes. */
   bodyLimit?: number;
   bookingLimits?: BookingLimits;
+  /** The process's seat event hub, which feeds event streams. */
+  events: SeatEventHub;
+  /** How often an idle event stream gets a keep-alive comment. */
+  heartbeatMs?: number;
 }
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
@@ -32,9 +38,13 @@ export function makeApp({
   validateResponses,
   bodyLimit = 256 * 1024,
   bookingLimits = defaultBookingLimits,
+  events,
+  heartbeatMs = 15_000,
 }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  // ETags are the seat map's own; hashing every other body would be wasted work.
+  app.set('etag', false);
   app.use(
     pinoHttp({
       logger,
@@ -58,7 +68,8 @@ export function makeApp({
       validateFormats: true,
     }),
   );
-  app.use(showRoutes(pool));
+  app.use(showRoutes(pool, validateResponses));
+  app.use(showEventRoutes(pool, events, heartbeatMs));
   app.use(bookingRoutes(pool, bookingLimits));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));

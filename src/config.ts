@@ -15,6 +15,10 @@ export interface Config {
   bookingLimits: BookingLimits;
   /** How often lapsed holds are recorded as expired and old idempotency keys purged. */
   sweepIntervalMs: number;
+  /** How often committed seat events are given their positions and published. */
+  sequenceIntervalMs: number;
+  /** How often an idle event stream gets a keep-alive comment. */
+  heartbeatMs: number;
 }
 
 export interface BookingLimits {
@@ -79,6 +83,8 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
     bookingLimits: readBookingLimits(env),
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
+    sequenceIntervalMs: integer(env, 'EVENTS_INTERVAL_MS', 100, 10, 10_000),
+    heartbeatMs: integer(env, 'SSE_HEARTBEAT_MS', 15_000, 1_000, 300_000),
   };
 }
 

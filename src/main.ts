@@ -7,6 +7,7 @@ import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js';
 import { projectRoot, runMigrations } from './migrate.js';
+import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
 
 let config;
@@ -39,11 +40,15 @@ if (!databaseUrl) {
 
 await runMigrations(databaseUrl, (message) => logger.info(message));
 const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize });
+const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs });
+await events.start();
 const app = makeApp({
   pool,
   logger,
   validateResponses: config.nodeEnv !== 'production',
   bookingLimits: config.bookingLimits,
+  events,
+  heartbeatMs: config.heartbeatMs,
 });
 const sweeper = startSweeper(pool, config.sweepIntervalMs, logger);
 
@@ -62,10 +67,11 @@ async function shutdown(signal: string): Promise<void> {
     process.exit(1);
   }, 10_000);
   force.unref();
-  await new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    server.closeIdleConnections();
-  });
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  // Event streams never finish by themselves: end them so the server can close.
+  await events.stop();
+  await closed;
   await sweeper.stop();
   await pool.end();
   await embedded?.stop();

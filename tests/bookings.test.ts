@@ -12,7 +12,7 @@ import {
 } from './support.js';
 
 const pool = testPool();
-const app = testApp(pool);
+const app = await testApp(pool);
 afterAll(() => pool.end());
 
 async function seatStatuses(showId: string): Promise<Record<string, string>> {

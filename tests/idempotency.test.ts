@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createShow, customer, listen, testApp, testPool, type Booking } from './support.js';
 
 const pool = testPool(30);
-const app = testApp(pool);
+const app = await testApp(pool);
 let server: Awaited<ReturnType<typeof listen>>;
 beforeAll(async () => {
   server = await listen(app);

@@ -6,7 +6,7 @@ import { startSweeper } from '../src/sweeper.js';
 import { createShow, customer, testApp, testPool, type Booking, type SeatMap } from './support.js';
 
 const pool = testPool();
-const app = testApp(pool);
+const app = await testApp(pool);
 afterAll(() => pool.end());
 
 function book(showId: string, seatLabels: string[], extra: object = {}) {

@@ -19,7 +19,7 @@ import {
 
 // As many pooled connections as a busy service would have.
 const pool = testPool(40);
-const app = testApp(pool);
+const app = await testApp(pool);
 let server: Awaited<ReturnType<typeof listen>>;
 beforeAll(async () => {
   server = await listen(app);

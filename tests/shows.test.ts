@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createShow, testApp, testPool, theatre, type NewShow, type SeatMap } from './support.js';
 
 const pool = testPool();
-const app = testApp(pool);
+const app = await testApp(pool);
 afterAll(() => pool.end());
 
 async function showCount(name: string): Promise<number> {

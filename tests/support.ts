@@ -6,9 +6,10 @@ import type express from 'express';
 import type pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
-import { inject } from 'vitest';
+import { afterAll, inject } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { createPool } from '../src/db.js';
+import { SeatEventHub } from '../src/seat-events.js';
 import type { components } from '../src/generated/api.js';
 
 export type NewShow = components['schemas']['NewShow'];
@@ -20,8 +21,13 @@ export function testPool(max = 10): pg.Pool {
   return createPool({ connectionString: inject('databaseUrl'), max, applicationName: 'booking-tests' });
 }
 
-export function testApp(pool: pg.Pool): express.Express {
-  return makeApp({ pool, logger: pino({ level: 'silent' }), validateResponses: true });
+/** The app with response validation on, and its event hub running until the file's tests end. */
+export async function testApp(pool: pg.Pool, options: { heartbeatMs?: number } = {}): Promise<express.Express> {
+  const logger = pino({ level: 'silent' });
+  const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
+  await events.start();
+  afterAll(() => events.stop());
+  return makeApp({ pool, logger, validateResponses: true, events, ...options });
 }
 
 let counter = 0;

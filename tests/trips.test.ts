@@ -16,7 +16,7 @@ import {
 } from './support.js';
 
 const pool = testPool(40);
-const app = testApp(pool);
+const app = await testApp(pool);
 let server: Awaited<ReturnType<typeof listen>>;
 beforeAll(async () => {
   server = await listen(app);

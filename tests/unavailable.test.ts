@@ -5,9 +5,11 @@ import { afterAll, expect, it } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { createPool } from '../src/db.js';
 import { freePort } from '../src/embedded-postgres.js';
+import { SeatEventHub } from '../src/seat-events.js';
 
 const pool = createPool({ connectionString: `postgres://nobody:nothing@127.0.0.1:${await freePort()}/none`, max: 2 });
-const app = makeApp({ pool, logger: pino({ level: 'silent' }), validateResponses: true });
+const logger = pino({ level: 'silent' });
+const app = makeApp({ pool, logger, validateResponses: true, events: new SeatEventHub(pool, logger) });
 afterAll(() => pool.end());
 
 it('answers 503 with Retry-After when the database cannot be reached', async () => {

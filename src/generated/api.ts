@@ -74,8 +74,45 @@ export interface paths {
          *     (either may be left out: from the first stop, to the last); a seat is
          *     booked or held when any booking overlaps those legs. Without them, the
          *     whole trip.
+         *
+         *     The response carries an `ETag` that changes whenever any seat of the
+         *     show may have changed. Send it back as `If-None-Match` to poll cheaply:
+         *     while nothing changed, the answer is `304 Not Modified`, without a body.
          */
         get: operations["getShowSeats"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/shows/{showId}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream or list a show's seat events
+         * @description Every change of the show's seats (`held`, `booked`, `released`,
+         *     `cancelled`, `expired`) is recorded in the same transaction as the
+         *     change itself: an event is never lost, and a change that rolled back
+         *     has none. Event ids increase in the order the changes committed.
+         *
+         *     * With `Accept: text/event-stream`, a
+         *       [Server-Sent Events](https://html.spec.whatwg.org/multipage/server-sent-events.html)
+         *       stream of the show's changes as they happen. Each message has the
+         *       event's `id`, the `event` type and the event as JSON `data`. A client
+         *       that reconnects with `Last-Event-ID` first receives every event it
+         *       missed, in order, then the live feed, with no gap and no duplicate.
+         *       Comment lines keep an idle stream alive through proxies.
+         *     * Otherwise, the history as JSON, oldest first, a page at a time: pass
+         *       `nextAfter` as `after` for the next page. This is the show's audit log.
+         */
+        get: operations["getShowEvents"];
         put?: never;
         post?: never;
         delete?: never;
@@ -316,11 +353,39 @@ export interface components {
             /** Format: uuid */
             showId: string;
             /** @description For a trip, the stop the statuses start at, when asked. */
-            fromStop?: string;
+            fromStop?: string | null;
             /** @description For a trip, the stop the statuses end at, when asked. */
-            toStop?: string;
+            toStop?: string | null;
             counts: components["schemas"]["SeatCounts"];
             seats: components["schemas"]["Seat"][];
+        };
+        /**
+         * @description `held`: a hold began. `booked`: a booking was confirmed. `released`: a
+         *     hold was cancelled. `cancelled`: a confirmed booking was cancelled.
+         *     `expired`: a hold lapsed. The seats of the last three are free again.
+         * @enum {string}
+         */
+        SeatEventType: "held" | "booked" | "released" | "cancelled" | "expired";
+        SeatEvent: {
+            /** @description Increases in the order the changes committed. */
+            id: number;
+            /** Format: uuid */
+            showId: string;
+            type: components["schemas"]["SeatEventType"];
+            /** Format: uuid */
+            bookingId: string;
+            seats: components["schemas"]["SeatRef"][];
+            /** @description For a trip, the stop the change starts at. */
+            fromStop?: string | null;
+            /** @description For a trip, the stop the change ends at. */
+            toStop?: string | null;
+            /** Format: date-time */
+            at: string;
+        };
+        SeatEventPage: {
+            items: components["schemas"]["SeatEvent"][];
+            /** @description Pass as `after` for the next page; absent on the last page. */
+            nextAfter?: number;
         };
         /**
          * @description Seats of one show for one customer: by id, by label, or the best
@@ -753,7 +818,10 @@ export interface operations {
                 /** @description List only the seats in this status. */
                 status?: components["schemas"]["SeatStatus"];
             };
-            header?: never;
+            header?: {
+                /** @description The `ETag` of the seat map the client has. */
+                "If-None-Match"?: string;
+            };
             path: {
                 /**
                  * @description The show's id.
@@ -768,10 +836,59 @@ export interface operations {
             /** @description The seat map. */
             200: {
                 headers: {
+                    /** @description The version of this seat map, for `If-None-Match`. */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["SeatMap"];
+                };
+            };
+            /** @description The seat map has not changed since the `If-None-Match` version. */
+            304: {
+                headers: {
+                    /** @description The current version. */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getShowEvents: {
+        parameters: {
+            query?: {
+                /** @description Only events after this event id. */
+                after?: number;
+                /** @description The most events in one page of history. */
+                limit?: number;
+            };
+            header?: {
+                /** @description With the stream, the id of the last event the client received. */
+                "Last-Event-ID"?: string;
+            };
+            path: {
+                /**
+                 * @description The show's id.
+                 * @example 0b6a3c1e-6f3e-4a57-9a52-1f0e2b7d9c11
+                 */
+                showId: components["parameters"]["ShowId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The stream, or a page of the history. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SeatEventPage"];
+                    "text/event-stream": string;
                 };
             };
             400: components["responses"]["BadRequest"];
