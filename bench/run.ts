@@ -5,7 +5,8 @@
 //   npm run bench                 full run
 //   npm run bench -- --smoke      a few seconds, small numbers (CI)
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -28,30 +29,30 @@ interface ScenarioResult {
   errors: number;
   violations: string[];
   peakRssMb: number;
+  /** Figures particular to the scenario. */
+  details?: Record<string, number>;
 }
 
-function layout(rows: number, seatsPerRow: number) {
+function layout(rows: number, seatsPerRow: number, sections = 1) {
   return {
     kind: 'show',
-    name: `Benchmark ${rows}x${seatsPerRow}`,
+    name: `Benchmark ${sections}x${rows}x${seatsPerRow}`,
     venue: 'Bench Arena',
     startsAt: '2030-01-01T20:00:00Z',
     currency: 'EUR',
     categories: [{ code: 'standard', price: 1000 }],
-    sections: [
-      {
-        name: 'Floor',
-        rows: Array.from({ length: rows }, (_, r) => ({ label: `R${r + 1}`, seats: seatsPerRow, category: 'standard' })),
-      },
-    ],
+    sections: Array.from({ length: sections }, (_, i) => ({
+      name: i === 0 ? 'Floor' : `Tier${i}`,
+      rows: Array.from({ length: rows }, (_, r) => ({ label: `R${r + 1}`, seats: seatsPerRow, category: 'standard' })),
+    })),
   };
 }
 
-async function createShow(base: string, rows: number, seatsPerRow: number): Promise<string> {
+async function createShow(base: string, rows: number, seatsPerRow: number, sections = 1): Promise<string> {
   const response = await fetch(`${base}/api/shows`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(layout(rows, seatsPerRow)),
+    body: JSON.stringify(layout(rows, seatsPerRow, sections)),
   });
   if (response.status !== 201) throw new Error(`could not create the show: ${response.status} ${await response.text()}`);
   const show: { id: string } = JSON.parse(await response.text());
@@ -102,9 +103,9 @@ async function bookingScenario(
   base: string,
   db: pg.Pool,
   servicePid: number,
-  options: { connections: number; rows: number; seatsPerRow: number },
+  options: { connections: number; rows: number; seatsPerRow: number; showId?: string },
 ): Promise<ScenarioResult> {
-  const showId = await createShow(base, options.rows, options.seatsPerRow);
+  const showId = options.showId ?? (await createShow(base, options.rows, options.seatsPerRow));
   const confirmedIds: string[] = [];
   const stopRss = watchRss(servicePid);
   let n = 0;
@@ -136,22 +137,105 @@ async function bookingScenario(
       },
     ],
   });
-  const peakRssMb = stopRss();
-  const statusCounts = Object.fromEntries(
-    Object.entries(result.statusCodeStats ?? {}).map(([code, stat]) => [code, Number(stat.count)]),
-  );
+  const summarized = summary(name, options.connections, result, stopRss());
+  summarized.violations = await checkInvariants(db, showId, confirmedIds);
+  return summarized;
+}
+
+function summary(name: string, connections: number, result: autocannon.Result, peakRssMb: number): ScenarioResult {
   return {
     name,
-    connections: options.connections,
+    connections,
     durationSeconds: duration,
     requests: result.requests.total,
     requestsPerSecond: Math.round(result.requests.average),
     latencyMs: { p50: result.latency.p50, p99: result.latency.p99, max: result.latency.max },
-    statusCounts,
+    statusCounts: Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, stat]) => [code, Number(stat.count)])),
     errors: result.errors + result.timeouts,
-    violations: await checkInvariants(db, showId, confirmedIds),
+    violations: [],
     peakRssMb,
   };
+}
+
+/** Reads of a 20,000-seat show's map: whole, then revalidated with its ETag. */
+async function seatMapScenarios(base: string, servicePid: number): Promise<ScenarioResult[]> {
+  const showId = await createShow(base, 50, 100, 4);
+  // Some seats booked, so statuses vary.
+  for (let i = 0; i < 200; i++) {
+    await fetch(`${base}/api/bookings`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ showId, quantity: 4, customer: { name: 'Map', email: 'map@example.com' } }),
+    });
+  }
+  await sleep(300);
+  const path = `/api/shows/${showId}/seats`;
+  const first = await fetch(`${base}${path}`);
+  const etag = first.headers.get('etag') ?? '';
+  const size = (await first.text()).length;
+  const connections = smoke ? 4 : 16;
+  let stopRss = watchRss(servicePid);
+  const full = await autocannon({ url: `${base}${path}`, connections, duration });
+  const fullResult = summary('seat-map', connections, full, stopRss());
+  fullResult.details = { seats: 20_000, bodyBytes: size };
+  stopRss = watchRss(servicePid);
+  const cached = await autocannon({ url: `${base}${path}`, connections, duration, headers: { 'if-none-match': etag } });
+  const cachedResult = summary('seat-map-304', connections, cached, stopRss());
+  if (!cachedResult.statusCounts['304']) cachedResult.violations.push('revalidation did not answer 304');
+  return [fullResult, cachedResult];
+}
+
+/** Bookings while N SSE subscribers listen: every subscriber must see every booking. */
+async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, subscribers: number): Promise<ScenarioResult> {
+  const showId = await createShow(base, 100, 100);
+  const url = new URL(`${base}/api/shows/${showId}/events`);
+  const rssBefore = Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${servicePid}/status`, 'utf8'))?.[1] ?? 0);
+  const received = new Array<number>(subscribers).fill(0);
+  const sockets: http.ClientRequest[] = [];
+  await Promise.all(
+    Array.from({ length: subscribers }, (_, i) =>
+      new Promise<void>((resolve, reject) => {
+        const req = http.get(
+          { host: url.hostname, port: url.port, path: url.pathname, agent: false, headers: { accept: 'text/event-stream' } },
+          (res) => {
+            res.setEncoding('utf8');
+            let partial = '';
+            res.on('data', (chunk: string) => {
+              const lines = (partial + chunk).split('\n');
+              partial = lines.pop() ?? '';
+              received[i] = (received[i] ?? 0) + lines.filter((line) => line === 'event: booked').length;
+            });
+            res.once('data', () => resolve());
+          },
+        );
+        req.on('error', reject);
+        sockets.push(req);
+      }),
+    ),
+  );
+  const result = await bookingScenario('fan-out', base, db, servicePid, {
+    connections: smoke ? 8 : 32,
+    rows: 100,
+    seatsPerRow: 100,
+    showId,
+  });
+  // Requests still in flight when the clock stopped were booked too: count
+  // what the database holds, then let the last events arrive.
+  const { rows } = await db.query<{ n: number }>(
+    `select count(*)::int as n from app.bookings where show_id = $1 and status = 'confirmed'`,
+    [showId],
+  );
+  const confirmed = rows[0]?.n ?? 0;
+  for (let i = 0; i < 50 && received.some((n) => n < confirmed); i++) await sleep(100);
+  const short = received.filter((n) => n !== confirmed).length;
+  if (short) result.violations.push(`${short} of ${subscribers} subscribers did not receive exactly ${confirmed} booked events`);
+  result.details = {
+    subscribers,
+    eventsDelivered: received.reduce((a, b) => a + b, 0),
+    rssBeforeSubscribersMb: Math.round(rssBefore / 1024),
+  };
+  for (const socket of sockets) socket.destroy();
+  return result;
 }
 
 async function waitUntilServing(base: string): Promise<void> {
@@ -189,6 +273,8 @@ try {
   const results = [
     await bookingScenario('flash-sale', base, db, pid, { connections: smoke ? 32 : 256, rows: 10, seatsPerRow: 10 }),
     await bookingScenario('spread', base, db, pid, { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100 }),
+    ...(await seatMapScenarios(base, pid)),
+    await fanOutScenario(base, db, pid, smoke ? 50 : 500),
   ];
 
   console.table(
@@ -204,6 +290,7 @@ try {
       violations: r.violations.length,
     })),
   );
+  for (const r of results) if (r.details) console.log(`${r.name}: ${JSON.stringify(r.details)}`);
   for (const r of results) for (const v of r.violations) console.error(`VIOLATION in ${r.name}: ${v}`);
   failed = results.some((r) => r.violations.length > 0);
   const file = `${projectRoot}bench/results/${smoke ? 'smoke' : 'latest'}.json`;
