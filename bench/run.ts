@@ -12,10 +12,12 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { createBookingClient, type components } from '../src/client.js';
 import { freePort, startEmbeddedPostgres } from '../src/embedded-postgres.js';
 import { projectRoot, runMigrations } from '../src/migrate.js';
 
 const smoke = process.argv.includes('--smoke');
+const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const duration = smoke ? 3 : 15;
 
 interface ScenarioResult {
@@ -33,7 +35,7 @@ interface ScenarioResult {
   details?: Record<string, number>;
 }
 
-function layout(rows: number, seatsPerRow: number, sections = 1) {
+function layout(rows: number, seatsPerRow: number, sections = 1): components['schemas']['NewShow'] {
   return {
     kind: 'show',
     name: `Benchmark ${sections}x${rows}x${seatsPerRow}`,
@@ -49,14 +51,10 @@ function layout(rows: number, seatsPerRow: number, sections = 1) {
 }
 
 async function createShow(base: string, rows: number, seatsPerRow: number, sections = 1): Promise<string> {
-  const response = await fetch(`${base}/api/shows`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(layout(rows, seatsPerRow, sections)),
-  });
-  if (response.status !== 201) throw new Error(`could not create the show: ${response.status} ${await response.text()}`);
-  const show: { id: string } = JSON.parse(await response.text());
-  return show.id;
+  const api = createBookingClient(base, { adminToken: ADMIN_TOKEN });
+  const { data, error } = await api.POST('/api/shows', { body: layout(rows, seatsPerRow, sections) });
+  if (!data) throw new Error(`could not create the show: ${JSON.stringify(error)}`);
+  return data.id;
 }
 
 /** Peak resident memory of a process, from /proc, sampled while a scenario runs. */
@@ -263,6 +261,9 @@ try {
       LOG_LEVEL: 'warn',
       HOST: '127.0.0.1',
       PORT: String(port),
+      ADMIN_TOKEN,
+      // The load generator is one client: no per-client booking limit.
+      RATE_LIMIT_BOOKINGS: '0',
     },
     stdio: ['ignore', 'inherit', 'inherit'],
   });

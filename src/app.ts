@@ -1,15 +1,21 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
 import { randomUUID } from 'node:crypto';
+import cors from 'cors';
 import express from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
+import { rateLimit } from 'express-rate-limit';
+import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
+import { requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, type BookingLimits } from './config.js';
 import { projectRoot } from './migrate.js';
-import { notFound, problemHandler } from './problem.js';
+import { createMetrics } from './metrics.js';
+import { docsRoutes, operationRoutes } from './operations.js';
+import { notFound, problemHandler, ProblemError } from './problem.js';
 import type { SeatEventHub } from './seat-events.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
@@ -26,6 +32,14 @@ export interface AppDeps {
   events: SeatEventHub;
   /** How often an idle event stream gets a keep-alive comment. */
   heartbeatMs?: number;
+  /** The admin bearer token for creating shows and reading metrics. */
+  adminToken: string;
+  /** Origins allowed to call the API from a browser. */
+  corsOrigins?: string[];
+  /** Booking creations per client per window; max 0 turns it off. */
+  rateLimit?: { max: number; windowMs: number };
+  /** Proxy hops whose X-Forwarded-For is trusted for the client address. */
+  trustProxy?: number;
 }
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
@@ -40,11 +54,18 @@ export function makeApp({
   bookingLimits = defaultBookingLimits,
   events,
   heartbeatMs = 15_000,
+  adminToken,
+  corsOrigins = [],
+  rateLimit: limits = { max: 0, windowMs: 60_000 },
+  trustProxy = 0,
 }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   // ETags are the seat map's own; hashing every other body would be wasted work.
   app.set('etag', false);
+  app.set('trust proxy', trustProxy);
+  const metrics = createMetrics(pool, events);
+  const admin = requireAdmin(adminToken);
   app.use(
     pinoHttp({
       logger,
@@ -58,6 +79,37 @@ export function makeApp({
       customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
     }),
   );
+  app.use(metrics.middleware);
+  app.use(docsRoutes(apiSpecPath));
+  app.use(helmet());
+  if (corsOrigins.length) {
+    app.use(
+      cors({
+        origin: corsOrigins,
+        exposedHeaders: ['ETag', 'Location', 'Retry-After', 'X-Request-Id', 'Idempotent-Replayed'],
+        maxAge: 600,
+      }),
+    );
+  }
+  // Cheap refusals first: credentials and rate limits before body parsing.
+  app.post('/api/shows', admin);
+  app.get('/metrics', admin);
+  if (limits.max > 0) {
+    app.post(
+      '/api/bookings',
+      rateLimit({
+        windowMs: limits.windowMs,
+        limit: limits.max,
+        standardHeaders: 'draft-8',
+        legacyHeaders: false,
+        handler: (_req, res, next) => {
+          // express-rate-limit has set Retry-After to the window's remaining seconds.
+          const seconds = String(res.getHeader('Retry-After') ?? Math.ceil(limits.windowMs / 1000));
+          next(new ProblemError('rate-limited', `At most ${limits.max} bookings per ${limits.windowMs / 1000} s from one client`, {}, { 'Retry-After': seconds }));
+        },
+      }),
+    );
+  }
   app.use(express.json({ limit: bodyLimit }));
   app.use(
     OpenApiValidator.middleware({
@@ -66,11 +118,14 @@ export function makeApp({
       validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
       validateResponses: validateResponses ? { removeAdditional: false } : false,
       validateFormats: true,
+      // Credentials are checked by requireAdmin, before the body is read.
+      validateSecurity: false,
     }),
   );
+  app.use(operationRoutes(pool, metrics));
   app.use(showRoutes(pool, validateResponses));
   app.use(showEventRoutes(pool, events, heartbeatMs));
-  app.use(bookingRoutes(pool, bookingLimits));
+  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

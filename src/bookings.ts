@@ -2,6 +2,7 @@
 // cancel a booking. Each handler is one database call.
 import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
+import type { Counter } from 'prom-client';
 import type { BookingLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
 import { callJson, statement, type Statement } from './db.js';
@@ -51,7 +52,7 @@ function sendOutcome(res: Response, status: number, outcome: Outcome): void {
   res.status(status).set(replayHeaders(outcome)).json(outcome.booking);
 }
 
-export function bookingRoutes(pool: pg.Pool, limits: BookingLimits): Router {
+export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Counter<'outcome'>): Router {
   const router = Router();
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
@@ -63,6 +64,7 @@ export function bookingRoutes(pool: pg.Pool, limits: BookingLimits): Router {
       limits.holdMaxSeconds,
     ]);
     const { booking } = outcome;
+    outcomes.inc({ outcome: booking.status });
     if (booking.status === 'failed') {
       throw new ProblemError(
         failureProblems[booking.failureReason ?? ''] ?? 'seat-unavailable',

@@ -19,6 +19,22 @@ export interface Config {
   sequenceIntervalMs: number;
   /** How often an idle event stream gets a keep-alive comment. */
   heartbeatMs: number;
+  /** Bearer token for admin operations; absent in development means "generate one". */
+  adminToken: string | undefined;
+  /** Origins allowed to call the API from a browser; empty: no CORS headers. */
+  corsOrigins: string[];
+  /** Booking creations per client per window; 0 turns the limit off. */
+  rateLimit: { max: number; windowMs: number };
+  /** Proxy hops in front of the service whose X-Forwarded-For to trust (Render: 1). */
+  trustProxy: number;
+  database: DatabaseTimeouts;
+}
+
+export interface DatabaseTimeouts {
+  statementTimeoutMs: number;
+  lockTimeoutMs: number;
+  idleInTransactionTimeoutMs: number;
+  connectTimeoutMs: number;
 }
 
 export interface BookingLimits {
@@ -85,7 +101,50 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
     sequenceIntervalMs: integer(env, 'EVENTS_INTERVAL_MS', 100, 10, 10_000),
     heartbeatMs: integer(env, 'SSE_HEARTBEAT_MS', 15_000, 1_000, 300_000),
+    adminToken: readAdminToken(env, nodeEnv),
+    corsOrigins: readOrigins(env),
+    rateLimit: {
+      max: integer(env, 'RATE_LIMIT_BOOKINGS', 120, 0, 1_000_000),
+      windowMs: integer(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1_000, 3_600_000),
+    },
+    trustProxy: integer(env, 'TRUST_PROXY', 0, 0, 10),
+    database: {
+      statementTimeoutMs: integer(env, 'DB_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),
+      lockTimeoutMs: integer(env, 'DB_LOCK_TIMEOUT_MS', 2_000, 10, 600_000),
+      idleInTransactionTimeoutMs: integer(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', 10_000, 100, 600_000),
+      connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 2_000, 100, 60_000),
+    },
   };
+}
+
+function readAdminToken(env: NodeJS.ProcessEnv, nodeEnv: NodeEnv): string | undefined {
+  const token = env.ADMIN_TOKEN || undefined;
+  if (token === undefined) {
+    if (nodeEnv === 'production') throw new ConfigError('ADMIN_TOKEN', 'is required in production');
+    return undefined;
+  }
+  if (token.length < 16 || /\s/.test(token)) {
+    throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters with no spaces');
+  }
+  return token;
+}
+
+function readOrigins(env: NodeJS.ProcessEnv): string[] {
+  const raw = env.CORS_ORIGINS?.trim();
+  if (!raw) return [];
+  const origins = raw.split(',').map((origin) => origin.trim()).filter(Boolean);
+  for (const origin of origins) {
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError('CORS_ORIGINS', `has an origin that is not a URL: "${origin}"`);
+    }
+    if (parsed.origin !== origin) {
+      throw new ConfigError('CORS_ORIGINS', `must list bare origins such as https://tickets.example.com, got "${origin}"`);
+    }
+  }
+  return origins;
 }
 
 function readBookingLimits(env: NodeJS.ProcessEnv): BookingLimits {

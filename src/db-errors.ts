@@ -30,6 +30,8 @@ const sqlstates: Record<string, ProblemType> = {
   '53300': 'service-unavailable',
   '40001': 'service-unavailable',
   '40P01': 'service-unavailable',
+  // lock_timeout: another transaction held a lock too long
+  '55P03': 'service-unavailable',
 };
 
 // Whole classes: 22 is a value the request carried that PostgreSQL cannot

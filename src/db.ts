@@ -1,21 +1,32 @@
 // The database pool, and calls of the app schema's functions, each one
 // round trip that answers one JSON value.
 import pg from 'pg';
+import type { DatabaseTimeouts } from './config.js';
 
 export interface DatabaseOptions {
   connectionString: string;
   max: number;
   applicationName?: string;
+  /** No statement, lock wait or idle transaction may hold seat locks for long. */
+  timeouts?: Partial<DatabaseTimeouts>;
 }
 
 export function createPool(options: DatabaseOptions): pg.Pool {
+  const t = { statementTimeoutMs: 5_000, lockTimeoutMs: 2_000, idleInTransactionTimeoutMs: 10_000, connectTimeoutMs: 2_000, ...options.timeouts };
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max,
     application_name: options.applicationName ?? 'ticket-booking',
-    // Timestamps leave the database as UTC ISO 8601 strings.
-    options: '-c TimeZone=UTC',
-    connectionTimeoutMillis: 5_000,
+    // Timestamps leave the database as UTC ISO 8601 strings; no stuck
+    // client can hold seat locks beyond these bounds.
+    options: [
+      '-c TimeZone=UTC',
+      `-c statement_timeout=${t.statementTimeoutMs}`,
+      `-c lock_timeout=${t.lockTimeoutMs}`,
+      `-c idle_in_transaction_session_timeout=${t.idleInTransactionTimeoutMs}`,
+    ].join(' '),
+    // A database that does not answer is a quick 503, not a hanging request.
+    connectionTimeoutMillis: t.connectTimeoutMs,
     idleTimeoutMillis: 30_000,
   });
   // An idle client that loses its connection must not crash the process;

@@ -1,5 +1,6 @@
 // The entry point: read config, get a database (the given one, or an
 // embedded one), migrate it, serve, and shut down in order on a signal.
+import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { makeApp } from './app.js';
@@ -39,7 +40,10 @@ if (!databaseUrl) {
 }
 
 await runMigrations(databaseUrl, (message) => logger.info(message));
-const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize });
+const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize, timeouts: config.database });
+// Development without ADMIN_TOKEN: a token for this run, shown once.
+const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');
+if (!config.adminToken) process.stdout.write(`Admin token for this run (set ADMIN_TOKEN to choose one): ${adminToken}\n`);
 const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs });
 await events.start();
 const app = makeApp({
@@ -49,6 +53,10 @@ const app = makeApp({
   bookingLimits: config.bookingLimits,
   events,
   heartbeatMs: config.heartbeatMs,
+  adminToken,
+  corsOrigins: config.corsOrigins,
+  rateLimit: config.rateLimit,
+  trustProxy: config.trustProxy,
 });
 const sweeper = startSweeper(pool, config.sweepIntervalMs, logger);
 

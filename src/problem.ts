@@ -13,6 +13,8 @@ export const problemTypes = {
   'too-many-seats': { status: 400, title: 'Too many seats for one booking' },
   'invalid-cursor': { status: 400, title: 'The cursor is not valid' },
   'invalid-stops': { status: 400, title: 'The stops are not valid for this trip' },
+  unauthorized: { status: 401, title: 'This operation needs an admin token' },
+  forbidden: { status: 403, title: 'The admin token is not valid' },
   'not-found': { status: 404, title: 'There is no such resource' },
   'show-not-found': { status: 404, title: 'There is no such show' },
   'booking-not-found': { status: 404, title: 'There is no such booking' },
@@ -26,6 +28,7 @@ export const problemTypes = {
   'unknown-seat': { status: 422, title: 'A seat does not exist in this show' },
   'invalid-layout': { status: 422, title: 'The seat layout is not consistent' },
   'idempotency-key-reused': { status: 422, title: 'The Idempotency-Key belongs to another request' },
+  'rate-limited': { status: 429, title: 'Too many requests' },
   'internal-error': { status: 500, title: 'Something went wrong on our side' },
   'service-unavailable': { status: 503, title: 'The service is temporarily unavailable' },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded-postgres.js';
-import { customer, theatre, type Booking, type SeatMap, type ShowDetail } from './support.js';
+import { ADMIN_TOKEN, admin, customer, theatre, type Booking, type SeatMap, type ShowDetail } from './support.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const started: ChildProcess[] = [];
@@ -16,7 +16,7 @@ const started: ChildProcess[] = [];
 function startService(env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: '', NODE_ENV: 'test', LOG_LEVEL: 'warn', HOST: '127.0.0.1', ...env },
+    env: { ...process.env, DATABASE_URL: '', NODE_ENV: 'test', LOG_LEVEL: 'warn', HOST: '127.0.0.1', ADMIN_TOKEN, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   started.push(child);
@@ -45,7 +45,7 @@ async function waitUntilServing(port: number): Promise<void> {
 async function json<T>(port: number, pathname: string, body?: unknown): Promise<{ status: number; body: T }> {
   const response = await fetch(`http://127.0.0.1:${port}${pathname}`, {
     method: body === undefined ? 'GET' : 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...admin },
     body: body === undefined ? null : JSON.stringify(body),
   });
   const parsed: T = JSON.parse(await response.text());
@@ -68,10 +68,17 @@ describe('the service process', () => {
       const booked = await json<Booking>(port, '/api/bookings', { showId: show.id, seatLabels: ['Stalls-A-1'], customer: customer() });
       expect(booked.status).toBe(201);
 
-      // SIGTERM: the service and its embedded database stop cleanly.
+      // SIGTERM with an event stream open: the stream is ended, and the
+      // service and its embedded database stop cleanly within the bound.
+      const stream = await fetch(`http://127.0.0.1:${port}/api/shows/${show.id}/events`, { headers: { accept: 'text/event-stream' } });
+      expect(stream.status).toBe(200);
+      const streamEnded = stream.text();
       const stopped = exited(service);
+      const asked = Date.now();
       service.kill('SIGTERM');
       expect((await stopped).code).toBe(0);
+      expect(Date.now() - asked).toBeLessThan(8_000);
+      await streamEnded;
       expect(existsSync(path.join(dataDir, 'postmaster.pid'))).toBe(false);
 
       port = await freePort();

@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createShow, testApp, testPool, theatre, type NewShow, type SeatMap } from './support.js';
+import { admin, createShow, testApp, testPool, theatre, type NewShow, type SeatMap } from './support.js';
 
 const pool = testPool();
 const app = await testApp(pool);
@@ -14,7 +14,7 @@ async function showCount(name: string): Promise<number> {
 describe('creating a show', () => {
   it('creates the show with every seat of its layout, labelled and priced by category', async () => {
     const spec = theatre();
-    const response = await request(app).post('/api/shows').send(spec).expect(201);
+    const response = await request(app).post('/api/shows').set(admin).send(spec).expect(201);
     const show = response.body;
     expect(response.headers.location).toBe(`/api/shows/${show.id}`);
     expect(show).toMatchObject({ kind: 'show', name: spec.name, venue: 'The Globe', currency: 'EUR', seatCount: 10 });
@@ -102,7 +102,7 @@ describe('creating a show', () => {
 
   it.each(invalid)('rejects %s with a problem and writes nothing', async (_what, change, status, type) => {
     const spec = theatre();
-    const response = await request(app).post('/api/shows').send(change(spec)).expect(status);
+    const response = await request(app).post('/api/shows').set(admin).send(change(spec)).expect(status);
     expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
     expect(response.body).toMatchObject({ type, status, instance: '/api/shows' });
     expect(response.body.detail).toEqual(expect.any(String));
@@ -111,7 +111,7 @@ describe('creating a show', () => {
 
   it('lists each invalid field of a request that breaks the contract', async () => {
     const response = await request(app)
-      .post('/api/shows')
+      .post('/api/shows').set(admin)
       .send({ ...theatre(), currency: 'euros', name: '' })
       .expect(400);
     const names = response.body.errors.map((error: { name: string }) => error.name);

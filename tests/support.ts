@@ -21,13 +21,19 @@ export function testPool(max = 10): pg.Pool {
   return createPool({ connectionString: inject('databaseUrl'), max, applicationName: 'booking-tests' });
 }
 
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+/** The Authorization header for admin operations. */
+export const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+
+type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins'>>;
+
 /** The app with response validation on, and its event hub running until the file's tests end. */
-export async function testApp(pool: pg.Pool, options: { heartbeatMs?: number } = {}): Promise<express.Express> {
+export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<express.Express> {
   const logger = pino({ level: 'silent' });
   const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
   await events.start();
   afterAll(() => events.stop());
-  return makeApp({ pool, logger, validateResponses: true, events, ...options });
+  return makeApp({ pool, logger, validateResponses: true, events, adminToken: ADMIN_TOKEN, ...options });
 }
 
 let counter = 0;
@@ -62,7 +68,7 @@ export function theatre(overrides: Partial<NewShow> = {}): NewShow {
 }
 
 export async function createShow(app: express.Express, show: NewShow = theatre()): Promise<ShowDetail> {
-  const response = await request(app).post('/api/shows').send(show).expect(201);
+  const response = await request(app).post('/api/shows').set(admin).send(show).expect(201);
   return response.body;
 }
 

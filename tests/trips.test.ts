@@ -2,6 +2,7 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  admin,
   customer,
   doubleBookedSeats,
   listen,
@@ -47,7 +48,7 @@ function coach(overrides: Partial<NewShow> = {}): NewShow {
 }
 
 async function createTrip(overrides: Partial<NewShow> = {}): Promise<ShowDetail> {
-  return (await request(app).post('/api/shows').send(coach(overrides)).expect(201)).body;
+  return (await request(app).post('/api/shows').set(admin).send(coach(overrides)).expect(201)).body;
 }
 
 function book(showId: string, seatLabels: string[], fromStop?: string, toStop?: string, extra: object = {}) {
@@ -220,7 +221,7 @@ describe('bad stops get a 400 problem and write nothing', () => {
     ['a show without startsAt', ({ stops: _stops, ...t }: NewShow) => ({ ...t, kind: 'show' }), '/problems/validation-failed'],
   ])('creating %s', async (_what, change, type) => {
     const spec = coach();
-    const response = await request(app).post('/api/shows').send(change(spec)).expect(400);
+    const response = await request(app).post('/api/shows').set(admin).send(change(spec)).expect(400);
     expect(response.body.type).toBe(type);
     expect(await tripCount(spec.name)).toBe(0);
   });
@@ -246,7 +247,7 @@ describe('bad stops get a 400 problem and write nothing', () => {
     const trip = await createTrip();
     const response = await request(app).get(`/api/shows/${trip.id}/seats?from=Paris`).expect(400);
     expect(response.body.unknownStops).toEqual(['Paris']);
-    const show = (await request(app).post('/api/shows').send(theatre()).expect(201)).body;
+    const show = (await request(app).post('/api/shows').set(admin).send(theatre()).expect(201)).body;
     await request(app).get(`/api/shows/${show.id}/seats?from=A&to=B`).expect(400);
     await request(app).post('/api/bookings').send({ showId: show.id, seatLabels: ['Stalls-A-1'], fromStop: 'A', customer: customer() }).expect(400);
   });

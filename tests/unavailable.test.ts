@@ -9,7 +9,7 @@ import { SeatEventHub } from '../src/seat-events.js';
 
 const pool = createPool({ connectionString: `postgres://nobody:nothing@127.0.0.1:${await freePort()}/none`, max: 2 });
 const logger = pino({ level: 'silent' });
-const app = makeApp({ pool, logger, validateResponses: true, events: new SeatEventHub(pool, logger) });
+const app = makeApp({ pool, logger, validateResponses: true, events: new SeatEventHub(pool, logger), adminToken: 'unused-admin-token-0123' });
 afterAll(() => pool.end());
 
 it('answers 503 with Retry-After when the database cannot be reached', async () => {
@@ -22,4 +22,11 @@ it('answers 503 with Retry-After when the database cannot be reached', async () 
 it('still rejects a malformed request with a 400 before touching the database', async () => {
   const response = await request(app).post('/api/bookings').send({ showId: 'x' }).expect(400);
   expect(response.body.type).toBe('/problems/validation-failed');
+});
+
+it('is not ready while the database cannot be reached, and says why', async () => {
+  const response = await request(app).get('/ready').expect(503);
+  expect(response.body).toMatchObject({ status: 'unavailable', database: 'unreachable' });
+  expect(response.headers['retry-after']).toBe('5');
+  await request(app).get('/health').expect(200, { status: 'ok' });
 });

@@ -1,0 +1,22 @@
+// A typed client of the API, over the types generated from openapi.yaml:
+//   import { createBookingClient } from 'ticket-booking/client';
+//   const api = createBookingClient('http://localhost:3000', { adminToken });
+//   const { data, error } = await api.POST('/api/bookings', { body: { … } });
+import createClient, { type Client } from 'openapi-fetch';
+import type { paths } from './generated/api.js';
+
+export type { components, operations, paths } from './generated/api.js';
+
+export interface BookingClientOptions {
+  /** Sent as a bearer token, for admin operations. */
+  adminToken?: string;
+  fetch?: typeof globalThis.fetch;
+}
+
+export function createBookingClient(baseUrl: string, options: BookingClientOptions = {}): Client<paths> {
+  return createClient<paths>({
+    baseUrl,
+    headers: options.adminToken ? { Authorization: `Bearer ${options.adminToken}` } : {},
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+}

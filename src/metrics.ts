@@ -1,0 +1,67 @@
+// Prometheus metrics: request latency per route, booking outcomes, the
+// database pool, and event stream subscribers.
+import type { RequestHandler } from 'express';
+import type pg from 'pg';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { SeatEventHub } from './seat-events.js';
+
+export interface Metrics {
+  registry: Registry;
+  bookings: Counter<'outcome'>;
+  /** Records each request's latency under its contract route. */
+  middleware: RequestHandler;
+}
+
+/** The route template express-openapi-validator matched, if any. */
+function contractRoute(req: object): string | undefined {
+  if (!('openapi' in req) || typeof req.openapi !== 'object' || req.openapi === null) return undefined;
+  const route = 'openApiRoute' in req.openapi ? req.openapi.openApiRoute : undefined;
+  return typeof route === 'string' ? route : undefined;
+}
+
+export function createMetrics(pool: pg.Pool, events: SeatEventHub): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const latency = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'HTTP request latency by method, contract route and status',
+    labelNames: ['method', 'route', 'status'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const bookings = new Counter({
+    name: 'bookings_total',
+    help: 'Booking requests by outcome (confirmed, pending, failed)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'db_pool_connections',
+    help: 'Database pool connections by state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.set({ state: 'total' }, pool.totalCount);
+      this.set({ state: 'idle' }, pool.idleCount);
+      this.set({ state: 'waiting' }, pool.waitingCount);
+    },
+  });
+  new Gauge({
+    name: 'seat_event_subscribers',
+    help: 'Open seat event streams',
+    registers: [registry],
+    collect() {
+      this.set(events.subscriberCount);
+    },
+  });
+  const middleware: RequestHandler = (req, res, next) => {
+    const end = latency.startTimer();
+    res.on('finish', () => {
+      // The contract's path template, so ids do not explode the label set.
+      const route = contractRoute(req) ?? 'unmatched';
+      end({ method: req.method, route, status: String(res.statusCode) });
+    });
+    next();
+  };
+  return { registry, bookings, middleware };
+}
