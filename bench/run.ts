@@ -4,17 +4,15 @@
 //
 //   npm run bench                 full run
 //   npm run bench -- --smoke      a few seconds, small numbers (CI)
-import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
-import { freePort, startEmbeddedPostgres } from '../src/embedded-postgres.js';
-import { projectRoot, runMigrations } from '../src/migrate.js';
+import { projectRoot } from '../src/migrate.js';
+import { startLiveService } from './live-service.js';
 
 const smoke = process.argv.includes('--smoke');
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
@@ -236,40 +234,16 @@ async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, sub
   return result;
 }
 
-async function waitUntilServing(base: string): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (await fetch(`${base}/api/shows?limit=1`).then((r) => r.ok, () => false)) return;
-    await sleep(100);
-  }
-  throw new Error('the service did not start');
-}
-
-const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-bench-pg-'));
-const database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 200 });
-let service: ChildProcess | undefined;
-const db = new pg.Pool({ connectionString: database.url('booking_bench'), max: 4 });
+const service = await startLiveService({
+  NODE_ENV: 'production',
+  ADMIN_TOKEN,
+  // The load generator is one client: no per-client booking limit.
+  RATE_LIMIT_BOOKINGS: '0',
+});
+const db = new pg.Pool({ connectionString: service.databaseUrl, max: 4 });
 let failed = false;
 try {
-  await database.createDatabase('booking_bench');
-  await runMigrations(database.url('booking_bench'), () => {});
-  const port = await freePort();
-  service = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
-    env: {
-      ...process.env,
-      DATABASE_URL: database.url('booking_bench'),
-      NODE_ENV: 'production',
-      LOG_LEVEL: 'warn',
-      HOST: '127.0.0.1',
-      PORT: String(port),
-      ADMIN_TOKEN,
-      // The load generator is one client: no per-client booking limit.
-      RATE_LIMIT_BOOKINGS: '0',
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
-  const base = `http://127.0.0.1:${port}`;
-  await waitUntilServing(base);
-  const pid = service.pid ?? 0;
+  const { base, pid } = service;
 
   const results = [
     await bookingScenario('flash-sale', base, db, pid, { connections: smoke ? 32 : 256, rows: 10, seatsPerRow: 10 }),
@@ -298,9 +272,7 @@ try {
   await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), smoke, results }, null, 2)}\n`);
   console.log(`results written to ${path.relative(projectRoot, file)}`);
 } finally {
-  service?.kill('SIGTERM');
   await db.end();
-  await database.stop();
-  await rm(dataDir, { recursive: true, force: true });
+  await service.stop();
 }
 process.exit(failed ? 1 : 0);

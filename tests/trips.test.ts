@@ -205,6 +205,17 @@ describe('concurrent bookings of one seat on a trip', () => {
   });
 });
 
+it('a trip created before trips had stops is listed with no stops, within the contract', async () => {
+  // As the first version stored a trip: one leg, no stops.
+  const trip = await createTrip({ stops: [{ name: 'A', departsAt: '2027-06-01T08:00:00Z' }, { name: 'B', departsAt: '2027-06-01T09:00:00Z' }] });
+  await pool.query('delete from app.show_stops where show_id = $1', [trip.id]);
+  const show = await request(app).get(`/api/shows/${trip.id}`).expect(200);
+  expect(show.body.stops).toEqual([]);
+  const listed = await request(app).get('/api/shows').query({ kind: 'trip', startsFrom: '2027-06-01T08:00:00Z', startsBefore: '2027-06-01T08:00:01Z' }).expect(200);
+  expect(listed.body.items.find((item: { id: string }) => item.id === trip.id)?.stops).toEqual([]);
+  await book(trip.id, ['Deck-1-1']).expect(201);
+});
+
 describe('bad stops get a 400 problem and write nothing', () => {
   async function tripCount(name: string): Promise<number> {
     const { rows } = await pool.query<{ n: number }>('select count(*)::int as n from app.shows where name = $1', [name]);

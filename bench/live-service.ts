@@ -1,0 +1,56 @@
+// The built service, started as in production on a fresh embedded
+// PostgreSQL, for the benchmark and the Postman contract run.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
+import { projectRoot } from '../src/migrate.js';
+
+export interface LiveService {
+  base: string;
+  pid: number;
+  databaseUrl: string;
+  stop(): Promise<void>;
+}
+
+async function waitUntilReady(base: string, service: ChildProcess): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if (service.exitCode !== null) throw new Error(`the service exited with code ${service.exitCode}`);
+    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return;
+    await sleep(100);
+  }
+  throw new Error('the service did not become ready');
+}
+
+export async function startLiveService(env: Record<string, string>): Promise<LiveService> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-live-pg-'));
+  let database: EmbeddedDatabase | undefined;
+  let service: ChildProcess | undefined;
+  const stop = async () => {
+    if (service && service.exitCode === null) {
+      const exited = new Promise((resolve) => service?.once('exit', resolve));
+      service.kill('SIGTERM');
+      await exited;
+    }
+    await database?.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 200 });
+    await database.createDatabase('booking_live');
+    const databaseUrl = database.url('booking_live');
+    const port = await freePort();
+    service = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
+      env: { ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    const base = `http://127.0.0.1:${port}`;
+    await waitUntilReady(base, service);
+    return { base, pid: service.pid ?? 0, databaseUrl, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
