@@ -773,11 +773,20 @@ export interface components {
          * @example 5d0c8f0a-3b8e-4c3a-9a8e-2f4b6c1d7e90
          */
         BookingId: string;
-        /** @description The most shows in one page. */
+        /**
+         * @description The most shows in one page.
+         * @example 20
+         */
         Limit: number;
-        /** @description The `nextCursor` of the previous page. */
+        /**
+         * @description The `nextCursor` of the previous page.
+         * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZSJ9
+         */
         Cursor: string;
-        /** @description Only shows of this kind. */
+        /**
+         * @description Only shows of this kind.
+         * @example show
+         */
         Kind: components["schemas"]["ShowKind"];
         /**
          * @description Only shows that start at or after this instant.
@@ -810,11 +819,20 @@ export interface operations {
     listShows: {
         parameters: {
             query?: {
-                /** @description The most shows in one page. */
+                /**
+                 * @description The most shows in one page.
+                 * @example 20
+                 */
                 limit?: components["parameters"]["Limit"];
-                /** @description The `nextCursor` of the previous page. */
+                /**
+                 * @description The `nextCursor` of the previous page.
+                 * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZSJ9
+                 */
                 cursor?: components["parameters"]["Cursor"];
-                /** @description Only shows of this kind. */
+                /**
+                 * @description Only shows of this kind.
+                 * @example show
+                 */
                 kind?: components["parameters"]["Kind"];
                 /**
                  * @description Only shows that start at or after this instant.
@@ -921,11 +939,17 @@ export interface operations {
                  * @example Marseille
                  */
                 to?: string;
-                /** @description List only the seats in this status. */
+                /**
+                 * @description List only the seats in this status.
+                 * @example available
+                 */
                 status?: components["schemas"]["SeatStatus"];
             };
             header?: {
-                /** @description The `ETag` of the seat map the client has. */
+                /**
+                 * @description The `ETag` of the seat map the client has.
+                 * @example "42-0"
+                 */
                 "If-None-Match"?: string;
             };
             path: {
@@ -967,13 +991,22 @@ export interface operations {
     getShowEvents: {
         parameters: {
             query?: {
-                /** @description Only events after this event id. */
+                /**
+                 * @description Only events after this event id.
+                 * @example 40
+                 */
                 after?: number;
-                /** @description The most events in one page of history. */
+                /**
+                 * @description The most events in one page of history.
+                 * @example 100
+                 */
                 limit?: number;
             };
             header?: {
-                /** @description With the stream, the id of the last event the client received. */
+                /**
+                 * @description With the stream, the id of the last event the client received.
+                 * @example 41
+                 */
                 "Last-Event-ID"?: string;
             };
             path: {
