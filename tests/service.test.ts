@@ -114,6 +114,9 @@ describe('the service process', () => {
     [{ NODE_ENV: 'staging' }, 'NODE_ENV'],
     [{ DATABASE_URL: 'mysql://localhost/db' }, 'DATABASE_URL'],
     [{ NODE_ENV: 'production' }, 'DATABASE_URL'],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', ADMIN_TOKEN: '' }, 'ADMIN_TOKEN'],
+    [{ ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'],
+    [{ CORS_ORIGINS: 'https://tickets.example.com/path' }, 'CORS_ORIGINS'],
   ])('refuses to start with %o, naming %s', async (env, variable) => {
     const result = await exited(startService(env));
     expect(result.code).toBe(78);
