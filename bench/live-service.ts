@@ -38,7 +38,7 @@ export async function startLiveService(env: Record<string, string>): Promise<Liv
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
-    database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 200 });
+    database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 400 });
     await database.createDatabase('booking_live');
     const databaseUrl = database.url('booking_live');
     const port = await freePort();

@@ -5,7 +5,11 @@
 //   npm run bench                 full run
 //   npm run bench -- --smoke      a few seconds, small numbers (CI)
 import http from 'node:http';
-import { readFile, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
@@ -13,12 +17,14 @@ import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
 import { projectRoot } from '../src/migrate.js';
 import { startLiveService } from './live-service.js';
+import { writeReport } from './report.js';
+import { availableParallelism } from 'node:os';
 
 const smoke = process.argv.includes('--smoke');
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const duration = smoke ? 3 : 15;
 
-interface ScenarioResult {
+export interface ScenarioResult {
   name: string;
   connections: number;
   durationSeconds: number;
@@ -31,6 +37,58 @@ interface ScenarioResult {
   peakRssMb: number;
   /** Figures particular to the scenario. */
   details?: Record<string, number>;
+}
+
+export interface PgbenchResult {
+  name: string;
+  clients: number;
+  durationSeconds: number;
+  transactionsPerSecond: number;
+  latencyAverageMs: number;
+  transactions: number;
+  failed: number;
+}
+
+const PGBENCH = ['/usr/bin/pgbench', '/usr/lib/postgresql/15/bin/pgbench'].find((path) => existsSync(path));
+
+/**
+ * The database's own limit: pgbench calling the same booking function with
+ * the same workload as an HTTP scenario, on a show of its own.
+ */
+async function pgbenchScenario(
+  name: string,
+  base: string,
+  databaseUrl: string,
+  options: { clients: number; rows: number; seatsPerRow: number },
+): Promise<PgbenchResult | undefined> {
+  if (!PGBENCH) return undefined;
+  const showId = await createShow(base, options.rows, options.seatsPerRow);
+  const dir = await mkdtemp(path.join(tmpdir(), 'booking-pgbench-'));
+  const script = `${dir}/book.sql`;
+  await writeFile(
+    script,
+    [
+      `\\set r random(1, ${options.rows})`,
+      `\\set n random(1, ${options.seatsPerRow})`,
+      `select app.create_booking(jsonb_build_object('showId', '${showId}', 'seatLabels', jsonb_build_array('Floor-R' || :r || '-' || :n), 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')));`,
+      '',
+    ].join('\n'),
+  );
+  const { stdout } = await promisify(execFile)(
+    PGBENCH,
+    ['-n', '-M', 'prepared', '-c', String(options.clients), '-j', '2', '-T', String(duration), '-f', script, databaseUrl],
+    { maxBuffer: 10 * 1024 * 1024 },
+  );
+  const number = (pattern: RegExp) => Number(pattern.exec(stdout)?.[1] ?? Number.NaN);
+  return {
+    name,
+    clients: options.clients,
+    durationSeconds: duration,
+    transactionsPerSecond: Math.round(number(/tps = ([\d.]+)/)),
+    latencyAverageMs: number(/latency average = ([\d.]+) ms/),
+    transactions: number(/number of transactions actually processed: (\d+)/),
+    failed: number(/number of failed transactions: (\d+)/) || 0,
+  };
 }
 
 function layout(rows: number, seatsPerRow: number, sections = 1): components['schemas']['NewShow'] {
@@ -245,12 +303,24 @@ let failed = false;
 try {
   const { base, pid } = service;
 
+  const flash = { connections: smoke ? 32 : 256, rows: 10, seatsPerRow: 10 };
+  const spread = { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100 };
   const results = [
-    await bookingScenario('flash-sale', base, db, pid, { connections: smoke ? 32 : 256, rows: 10, seatsPerRow: 10 }),
-    await bookingScenario('spread', base, db, pid, { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100 }),
+    await bookingScenario('flash-sale', base, db, pid, flash),
+    await bookingScenario('spread', base, db, pid, spread),
     ...(await seatMapScenarios(base, pid)),
     await fanOutScenario(base, db, pid, smoke ? 50 : 500),
   ];
+  // The same workloads straight into the database, in the same run.
+  const pgbench = [
+    await pgbenchScenario('flash-sale', base, service.databaseUrl, { ...flash, clients: flash.connections }),
+    await pgbenchScenario('spread', base, service.databaseUrl, { ...spread, clients: spread.connections }),
+  ].filter((result): result is PgbenchResult => result !== undefined);
+  for (const result of results) {
+    const limit = pgbench.find((p) => p.name === result.name);
+    if (limit) result.details = { ...result.details, pgbenchTps: limit.transactionsPerSecond, ratioToPgbench: Math.round((result.requestsPerSecond / limit.transactionsPerSecond) * 100) / 100 };
+  }
+  if (!PGBENCH) console.log('pgbench not found (apt-get install postgresql-client): no database baseline in this run');
 
   console.table(
     results.map((r) => ({
@@ -269,8 +339,11 @@ try {
   for (const r of results) for (const v of r.violations) console.error(`VIOLATION in ${r.name}: ${v}`);
   failed = results.some((r) => r.violations.length > 0);
   const file = `${projectRoot}bench/results/${smoke ? 'smoke' : 'latest'}.json`;
-  await writeFile(file, `${JSON.stringify({ date: new Date().toISOString(), smoke, results }, null, 2)}\n`);
+  const report = { date: new Date().toISOString(), smoke, machine: { cores: availableParallelism() }, results, pgbench };
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`results written to ${path.relative(projectRoot, file)}`);
+  console.table(pgbench);
+  if (!smoke) await writeReport(report);
 } finally {
   await db.end();
   await service.stop();
