@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { makeApp } from './app.js';
 import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
-import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js';
+import type { EmbeddedDatabase } from './embedded-postgres.js';
 import { projectRoot, runMigrations } from './migrate.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
@@ -30,6 +30,8 @@ let databaseUrl = config.databaseUrl;
 if (!databaseUrl) {
   const dataDir = config.embeddedDataDir ?? `${projectRoot}.data/postgres`;
   logger.info({ dataDir }, 'no DATABASE_URL: starting the embedded PostgreSQL');
+  // Loaded only when needed: a service with DATABASE_URL never pays for it.
+  const { startEmbeddedPostgres } = await import('./embedded-postgres.js');
   embedded = await startEmbeddedPostgres({
     dataDir,
     persistent: true,
