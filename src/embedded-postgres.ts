@@ -20,6 +20,10 @@ export interface EmbeddedDatabase {
   /** Connection string for a database of this cluster. */
   url(database: string): string;
   createDatabase(name: string): Promise<void>;
+  /** Stops the server the way an immediate shutdown does (SIGQUIT): for fault tests. */
+  crash(): Promise<void>;
+  /** Starts the server again after a crash, on the same port, with crash recovery. */
+  restart(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -118,7 +122,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
 
   // Should the process exit without stopping the cluster, signal the
   // postmaster so it does not outlive us ('exit' handlers must be synchronous).
-  const postmasterPid = Number.parseInt((await readFile(`${dataDir}/postmaster.pid`, 'utf8')).split('\n')[0] ?? '', 10);
+  const readPid = async () => Number.parseInt((await readFile(`${dataDir}/postmaster.pid`, 'utf8')).split('\n')[0] ?? '', 10);
+  let postmasterPid = await readPid();
   const onExit = () => {
     try {
       process.kill(postmasterPid, 'SIGINT');
@@ -141,6 +146,14 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       } finally {
         await client.end();
       }
+    },
+    async crash() {
+      process.kill(postmasterPid, 'SIGQUIT');
+      for (let i = 0; i < 100 && isAlive(postmasterPid); i++) await sleep(100);
+    },
+    async restart() {
+      await cluster.start();
+      postmasterPid = await readPid();
     },
     async stop() {
       process.removeListener('exit', onExit);
