@@ -1,11 +1,11 @@
 import pg from 'pg';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import {
   createShow,
   customer,
   doubleBookedSeats,
-  listen,
+  serve,
   postJson,
   testApp,
   testPool,
@@ -17,14 +17,7 @@ import {
 
 const pool = testPool(40);
 const app = await testApp(pool);
-let server: Awaited<ReturnType<typeof listen>>;
-beforeAll(async () => {
-  server = await listen(app);
-});
-afterAll(async () => {
-  await server.close();
-  await pool.end();
-});
+const server = serve(app);
 
 function bestAvailable(showId: string, quantity: number, extra: object = {}) {
   return request(app).post('/api/bookings').send({ showId, quantity, customer: customer(), ...extra });

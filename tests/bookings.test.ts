@@ -1,5 +1,5 @@
 import request from 'supertest';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   bookingCounts,
   createShow,
@@ -13,7 +13,6 @@ import {
 
 const pool = testPool();
 const app = await testApp(pool);
-afterAll(() => pool.end());
 
 async function seatStatuses(showId: string): Promise<Record<string, string>> {
   const map: SeatMap = (await request(app).get(`/api/shows/${showId}/seats`).expect(200)).body;

@@ -1,18 +1,11 @@
 // The typed client against the running app: the contract's types end to end.
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createBookingClient } from '../src/client.js';
-import { ADMIN_TOKEN, customer, listen, testApp, testPool, theatre } from './support.js';
+import { ADMIN_TOKEN, customer, serve, testApp, testPool, theatre } from './support.js';
 
 const pool = testPool(4);
 const app = await testApp(pool);
-let server: Awaited<ReturnType<typeof listen>>;
-beforeAll(async () => {
-  server = await listen(app);
-});
-afterAll(async () => {
-  await server.close();
-  await pool.end();
-});
+const server = serve(app);
 
 it('creates a show, holds seats, confirms them and reads the seat map through the typed client', async () => {
   const api = createBookingClient(`http://127.0.0.1:${server.port}`, { adminToken: ADMIN_TOKEN });

@@ -21,7 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await server?.close();
-  await pool.end();
 });
 
 it('renders every operation of the contract at /docs', async () => {

@@ -5,14 +5,13 @@
 import { readFile } from 'node:fs/promises';
 import $RefParser from '@apidevtools/json-schema-ref-parser';
 import request from 'supertest';
-import { afterAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { apiSpecPath } from '../src/app.js';
 import { admin, createShow, customer, testApp, testPool } from './support.js';
 
 const pool = testPool(4);
 const app = await testApp(pool);
-afterAll(() => pool.end());
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 interface Schema {

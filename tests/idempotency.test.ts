@@ -1,19 +1,12 @@
 import http from 'node:http';
 import pg from 'pg';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createShow, customer, listen, testApp, testPool, type Booking } from './support.js';
+import { describe, expect, inject, it } from 'vitest';
+import { createShow, customer, serve, testApp, testPool, type Booking } from './support.js';
 
 const pool = testPool(30);
 const app = await testApp(pool);
-let server: Awaited<ReturnType<typeof listen>>;
-beforeAll(async () => {
-  server = await listen(app);
-});
-afterAll(async () => {
-  await server.close();
-  await pool.end();
-});
+const server = serve(app);
 
 let keys = 0;
 function newKey(): string {

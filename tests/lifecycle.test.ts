@@ -1,13 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import request from 'supertest';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startSweeper } from '../src/sweeper.js';
 import { createShow, customer, testApp, testPool, type Booking, type SeatMap } from './support.js';
 
 const pool = testPool();
 const app = await testApp(pool);
-afterAll(() => pool.end());
 
 function book(showId: string, seatLabels: string[], extra: object = {}) {
   return request(app).post('/api/bookings').send({ showId, seatLabels, customer: customer(), ...extra });

@@ -3,20 +3,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { startSweeper } from '../src/sweeper.js';
-import { createShow, customer, listen, postJson, testApp, testPool, type Booking } from './support.js';
+import { createShow, customer, serve, postJson, testApp, testPool, type Booking } from './support.js';
 
 const pool = testPool(30);
 const app = await testApp(pool, { heartbeatMs: 1_000 });
-let server: Awaited<ReturnType<typeof listen>>;
-beforeAll(async () => {
-  server = await listen(app);
-});
-afterAll(async () => {
-  await server.close();
-  await pool.end();
-});
+const server = serve(app);
 
 interface Message {
   id?: number;

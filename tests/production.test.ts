@@ -1,13 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import request from 'supertest';
-import { afterAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { createPool } from '../src/db.js';
 import { admin, createShow, customer, testApp, testPool, theatre } from './support.js';
 
 const pool = testPool();
 const app = await testApp(pool, { corsOrigins: ['https://tickets.example.com'], rateLimit: { max: 3, windowMs: 60_000 } });
-afterAll(() => pool.end());
 
 describe('admin operations', () => {
   it('need the admin bearer token: 401 without one, 403 with a wrong one', async () => {

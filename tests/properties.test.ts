@@ -5,12 +5,11 @@
 // histories (25 in CI).
 import fc from 'fast-check';
 import pg from 'pg';
-import { afterAll, expect, inject, it } from 'vitest';
+import { expect, inject, it } from 'vitest';
 import { createShow, customer, testApp, testPool, theatre } from './support.js';
 
 const pool = testPool(4);
 const app = await testApp(pool);
-afterAll(() => pool.end());
 
 const SEED = Number(process.env.FC_SEED ?? 20261124);
 const LABELS = ['Stalls-A-1', 'Stalls-A-2', 'Stalls-A-3', 'Stalls-B-1', 'Stalls-B-2', 'Stalls-B-3'];

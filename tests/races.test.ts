@@ -2,14 +2,14 @@
 // HTTP request on its own socket, each SQL booking on its own connection.
 import pg from 'pg';
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import {
   bookingCounts,
   createShow,
   customer,
   doubleBookedSeats,
-  listen,
+  serve,
   postJson,
   testApp,
   testPool,
@@ -20,14 +20,7 @@ import {
 // As many pooled connections as a busy service would have.
 const pool = testPool(40);
 const app = await testApp(pool);
-let server: Awaited<ReturnType<typeof listen>>;
-beforeAll(async () => {
-  server = await listen(app);
-});
-afterAll(async () => {
-  await server.close();
-  await pool.end();
-});
+const server = serve(app);
 
 /** `n` clients, each on its own connection, all released at once. */
 async function withClients<T>(n: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {

@@ -1,10 +1,9 @@
 import request from 'supertest';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { admin, createShow, testApp, testPool, theatre, type NewShow, type SeatMap } from './support.js';
 
 const pool = testPool();
 const app = await testApp(pool);
-afterAll(() => pool.end());
 
 async function showCount(name: string): Promise<number> {
   const { rows } = await pool.query<{ n: number }>('select count(*)::int as n from app.shows where name = $1', [name]);

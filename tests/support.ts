@@ -6,7 +6,7 @@ import type express from 'express';
 import type pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
-import { afterAll, inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { createPool } from '../src/db.js';
 import { SeatEventHub } from '../src/seat-events.js';
@@ -17,8 +17,11 @@ export type ShowDetail = components['schemas']['ShowDetail'];
 export type Booking = components['schemas']['Booking'];
 export type SeatMap = components['schemas']['SeatMap'];
 
+/** A pool on the test database, ended when the file's tests are done. */
 export function testPool(max = 10): pg.Pool {
-  return createPool({ connectionString: inject('databaseUrl'), max, applicationName: 'booking-tests' });
+  const pool = createPool({ connectionString: inject('databaseUrl'), max, applicationName: 'booking-tests' });
+  afterAll(() => pool.end());
+  return pool;
 }
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
@@ -74,6 +77,24 @@ export async function createShow(app: express.Express, show: NewShow = theatre()
 
 export function customer(name = 'Ada Lovelace') {
   return { name, email: `${unique('c').replace(/\W/g, '')}@example.com` };
+}
+
+/**
+ * The app listening on a loopback port while the file's tests run, for
+ * requests on connections of their own; read `.port` inside a test.
+ */
+export function serve(app: express.Express): { readonly port: number } {
+  let server: Awaited<ReturnType<typeof listen>> | undefined;
+  beforeAll(async () => {
+    server = await listen(app);
+  });
+  afterAll(() => server?.close());
+  return {
+    get port() {
+      if (!server) throw new Error('the server is not listening yet');
+      return server.port;
+    },
+  };
 }
 
 export async function listen(app: express.Express): Promise<{ port: number; close: () => Promise<void> }> {

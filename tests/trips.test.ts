@@ -1,11 +1,11 @@
 import request from 'supertest';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   admin,
   customer,
   doubleBookedSeats,
-  listen,
+  serve,
   postJson,
   testApp,
   testPool,
@@ -18,14 +18,7 @@ import {
 
 const pool = testPool(40);
 const app = await testApp(pool);
-let server: Awaited<ReturnType<typeof listen>>;
-beforeAll(async () => {
-  server = await listen(app);
-});
-afterAll(async () => {
-  await server.close();
-  await pool.end();
-});
+const server = serve(app);
 
 /** Coach A → B → C → D: three legs, two rows of four seats, 500 per leg. */
 function coach(overrides: Partial<NewShow> = {}): NewShow {

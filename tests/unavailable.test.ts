@@ -1,7 +1,7 @@
 // With the database out of reach, requests answer a 503 problem at once.
 import { pino } from 'pino';
 import request from 'supertest';
-import { afterAll, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { createPool } from '../src/db.js';
 import { freePort } from '../src/embedded-postgres.js';
@@ -10,7 +10,6 @@ import { SeatEventHub } from '../src/seat-events.js';
 const pool = createPool({ connectionString: `postgres://nobody:nothing@127.0.0.1:${await freePort()}/none`, max: 2 });
 const logger = pino({ level: 'silent' });
 const app = makeApp({ pool, logger, validateResponses: true, events: new SeatEventHub(pool, logger), adminToken: 'unused-admin-token-0123' });
-afterAll(() => pool.end());
 
 it('answers 503 with Retry-After when the database cannot be reached', async () => {
   const response = await request(app).get('/api/shows').expect(503);
