@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
-import { projectRoot } from '../src/migrate.js';
+import { projectRoot, runMigrations } from '../src/migrate.js';
 
 export interface LiveService {
   base: string;
@@ -41,9 +41,11 @@ export async function startLiveService(env: Record<string, string>): Promise<Liv
     database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 400 });
     await database.createDatabase('booking_live');
     const databaseUrl = database.url('booking_live');
+    // Migrated first, as a deploy's pre-deploy step does; the service does not.
+    await runMigrations(databaseUrl, () => {});
     const port = await freePort();
     service = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
-      env: { ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', ...env },
+      env: { ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', ...env },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     const base = `http://127.0.0.1:${port}`;

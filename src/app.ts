@@ -12,7 +12,7 @@ import { pinoHttp } from 'pino-http';
 import { requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, type BookingLimits } from './config.js';
-import { projectRoot } from './migrate.js';
+import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
 import { notFound, problemHandler, ProblemError } from './problem.js';

@@ -28,6 +28,8 @@ export interface Config {
   /** Proxy hops in front of the service whose X-Forwarded-For to trust (Render: 1). */
   trustProxy: number;
   database: DatabaseTimeouts;
+  /** Apply the committed migrations at start (off where a deploy step runs them). */
+  migrateOnStart: boolean;
 }
 
 export interface DatabaseTimeouts {
@@ -108,6 +110,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       windowMs: integer(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1_000, 3_600_000),
     },
     trustProxy: integer(env, 'TRUST_PROXY', 0, 0, 10),
+    migrateOnStart: oneOf(env, 'MIGRATE_ON_START', ['true', 'false'] as const, 'true') === 'true',
     database: {
       statementTimeoutMs: integer(env, 'DB_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),
       lockTimeoutMs: integer(env, 'DB_LOCK_TIMEOUT_MS', 2_000, 10, 600_000),

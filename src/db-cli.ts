@@ -3,7 +3,7 @@
 // connections set, e.g. `npm run db -- watch --once` or `npm run db -- commit -m "…"`.
 import { spawn } from 'node:child_process';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
-import { projectRoot } from './migrate.js';
+import { projectRoot } from './paths.js';
 
 const db = await startEmbeddedPostgres({ dataDir: `${projectRoot}.data/postgres`, persistent: true });
 let code = 1;

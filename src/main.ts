@@ -7,7 +7,7 @@ import { makeApp } from './app.js';
 import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
 import type { EmbeddedDatabase } from './embedded-postgres.js';
-import { projectRoot, runMigrations } from './migrate.js';
+import { projectRoot } from './paths.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
 
@@ -41,7 +41,12 @@ if (!databaseUrl) {
   databaseUrl = embedded.url('booking');
 }
 
-await runMigrations(databaseUrl, (message) => logger.info(message));
+if (config.migrateOnStart) {
+  // Loaded only to migrate: where migrations run before deploys, the service
+  // never carries the migration tool.
+  const { runMigrations } = await import('./migrate.js');
+  await runMigrations(databaseUrl, (message) => logger.info(message));
+}
 const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize, timeouts: config.database });
 // Development without ADMIN_TOKEN: a token for this run, shown once.
 const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { components } from './generated/api.js';
 import { callJson, statement } from './db.js';
 import type { Metrics } from './metrics.js';
-import { latestMigration, projectRoot } from './migrate.js';
+import { latestMigration, projectRoot } from './paths.js';
 import { ProblemError } from './problem.js';
 
 type Readiness = components['schemas']['Readiness'];
