@@ -94,6 +94,7 @@ export function makeApp({
   // Cheap refusals first: credentials and rate limits before body parsing.
   app.post('/api/shows', admin);
   app.get('/metrics', admin);
+  app.get('/api/shows/:showId/bookings', admin);
   if (limits.max > 0) {
     app.post(
       '/api/bookings',

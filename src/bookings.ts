@@ -5,6 +5,7 @@ import type pg from 'pg';
 import type { Counter } from 'prom-client';
 import type { BookingLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
+import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
 import { ProblemError, type ProblemType } from './problem.js';
 
@@ -13,6 +14,8 @@ type NewBooking = components['schemas']['NewBooking'];
 type ConfirmBooking = components['schemas']['ConfirmBooking'];
 type CancelBooking = components['schemas']['CancelBooking'];
 type BookingPath = operations['getBooking']['parameters']['path'];
+type ShowBookingsPath = operations['listShowBookings']['parameters']['path'];
+type ShowBookingsQuery = NonNullable<operations['listShowBookings']['parameters']['query']>;
 interface Outcome {
   booking: Booking;
   replayed: boolean;
@@ -22,6 +25,7 @@ const createBooking = statement('create_booking', 'select app.create_booking($1,
 const getBooking = statement('get_booking', 'select app.booking_json($1) as result');
 const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3) as result');
 const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3) as result');
+const listShowBookings = statement('list_show_bookings', 'select app.list_show_bookings($1, $2, $3, $4, $5) as result');
 
 // A failed booking is answered as the problem its failure reason names.
 const failureProblems: Record<string, ProblemType> = {
@@ -93,6 +97,21 @@ export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Co
   router.post('/api/bookings/:bookingId/cancel', async (req: Request<BookingPath, unknown, CancelBooking | undefined>, res) => {
     const outcome = await act(pool, cancelBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null]);
     sendOutcome(res, 200, outcome);
+  });
+
+  // Admin: requireAdmin guards this path before the body is read (app.ts).
+  router.get('/api/shows/:showId/bookings', async (req: Request<ShowBookingsPath, unknown, unknown, ShowBookingsQuery>, res) => {
+    const { status, limit = 50, cursor } = req.query;
+    const after = cursor === undefined ? undefined : decodeCursor(cursor);
+    const page = await callJson<{ items: Booking[]; next: PageKey | null }>(pool, listShowBookings, [
+      req.params.showId,
+      status ?? null,
+      after?.at ?? null,
+      after?.id ?? null,
+      limit,
+    ]);
+    if (!page) throw new ProblemError('show-not-found', `There is no show ${req.params.showId}`, { showId: req.params.showId });
+    res.json(page.next ? { items: page.items, nextCursor: encodeCursor(page.next) } : { items: page.items });
   });
 
   return router;

@@ -3,7 +3,7 @@ import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
 import type { components, operations } from './generated/api.js';
 import { callJson, statement } from './db.js';
-import { decodeCursor, encodeCursor, type ShowKey } from './cursor.js';
+import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { ProblemError } from './problem.js';
 
 type Show = components['schemas']['Show'];
@@ -44,16 +44,17 @@ export function showRoutes(pool: pg.Pool, validateResponses: boolean): Router {
   router.get('/api/shows', async (req: Request<object, unknown, unknown, ListShowsQuery>, res) => {
     const { limit = 20, cursor, kind, startsFrom, startsBefore } = req.query;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    const page = await callJson<{ items: Show[]; next: ShowKey | null }>(pool, listShows, [
+    const page = await callJson<{ items: Show[]; next: { startsAt: string; id: string } | null }>(pool, listShows, [
       kind ?? null,
       startsFrom ?? null,
       startsBefore ?? null,
-      after?.startsAt ?? null,
+      after?.at ?? null,
       after?.id ?? null,
       limit,
     ]);
     const items = page?.items ?? [];
-    res.json(page?.next ? { items, nextCursor: encodeCursor(page.next) } : { items });
+    const next: PageKey | undefined = page?.next ? { at: page.next.startsAt, id: page.next.id } : undefined;
+    res.json(next ? { items, nextCursor: encodeCursor(next) } : { items });
   });
 
   router.post('/api/shows', async (req: Request<object, unknown, NewShow>, res) => {

@@ -20,6 +20,28 @@ describe('admin operations', () => {
     await request(app).post('/api/shows').set(admin).send(theatre()).expect(201);
   });
 
+  it('list a show\'s bookings to the admin only, oldest first, by status and page', async () => {
+    const show = await createShow(app);
+    const made: string[] = [];
+    for (const label of ['Stalls-A-1', 'Stalls-A-2', 'Stalls-A-3']) {
+      // Booked in SQL: this file's rate limit belongs to the 429 test.
+      const { rows } = await pool.query<{ r: { booking: { id: string } } }>('select app.create_booking($1) as r', [
+        { showId: show.id, seatLabels: [label], customer: customer() },
+      ]);
+      made.push(rows[0]?.r.booking.id ?? '');
+    }
+    await request(app).get(`/api/shows/${show.id}/bookings`).expect(401);
+    await request(app).get(`/api/shows/${show.id}/bookings`).set('Authorization', 'Bearer not-the-token-at-all').expect(403);
+    const first = await request(app).get(`/api/shows/${show.id}/bookings?limit=2`).set(admin).expect(200);
+    const second = await request(app).get(`/api/shows/${show.id}/bookings`).query({ limit: 2, cursor: first.body.nextCursor }).set(admin).expect(200);
+    expect([...first.body.items, ...second.body.items].map((b: { id: string }) => b.id)).toEqual(made);
+    expect(second.body.nextCursor).toBeUndefined();
+    const failed = await request(app).get(`/api/shows/${show.id}/bookings?status=failed`).set(admin).expect(200);
+    expect(failed.body.items).toEqual([]);
+    await request(app).get('/api/shows/00000000-0000-4000-8000-000000000000/bookings').set(admin).expect(404);
+    await request(app).get(`/api/shows/${show.id}/bookings?cursor=bm9wZQ`).set(admin).expect(400);
+  });
+
   it('check the token before reading the body', async () => {
     const response = await request(app).post('/api/shows').set('Content-Type', 'application/json').send('{not json').expect(401);
     expect(response.body.type).toBe('/problems/unauthorized');

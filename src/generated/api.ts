@@ -121,6 +121,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/shows/{showId}/bookings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the bookings of a show
+         * @description Every booking of the show, oldest first, a page at a time: pass
+         *     `nextCursor` as `cursor` for the next page. Filter by `status`, for
+         *     example the confirmed ones for a door list. Needs the admin token.
+         */
+        get: operations["listShowBookings"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/bookings": {
         parameters: {
             query?: never;
@@ -581,6 +603,12 @@ export interface components {
             requestId?: string;
             bookingStatus: components["schemas"]["BookingStatus"];
         };
+        /** @description One page of bookings. */
+        BookingPage: {
+            items: components["schemas"]["Booking"][];
+            /** @description Pass as `cursor` for the next page; absent on the last page. */
+            nextCursor?: string;
+        };
         /** @description An RFC 9457 problem. Extension members depend on the `type`. */
         Problem: {
             /**
@@ -1031,6 +1059,53 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listShowBookings: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Only bookings in this status.
+                 * @example confirmed
+                 */
+                status?: components["schemas"]["BookingStatus"];
+                /**
+                 * @description The most bookings in one page.
+                 * @example 50
+                 */
+                limit?: number;
+                /**
+                 * @description The `nextCursor` of the previous page.
+                 * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZSJ9
+                 */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /**
+                 * @description The show's id.
+                 * @example 0b6a3c1e-6f3e-4a57-9a52-1f0e2b7d9c11
+                 */
+                showId: components["parameters"]["ShowId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One page of the show's bookings. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BookingPage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             default: components["responses"]["Problem"];
         };
