@@ -59,7 +59,7 @@ async function pgbenchScenario(
   name: string,
   base: string,
   databaseUrl: string,
-  options: { clients: number; rows: number; seatsPerRow: number },
+  options: { clients: number; rows: number; seatsPerRow: number; bestAvailable?: boolean },
 ): Promise<PgbenchResult | undefined> {
   if (!PGBENCH) return undefined;
   const showId = await createShow(base, options.rows, options.seatsPerRow);
@@ -70,7 +70,10 @@ async function pgbenchScenario(
     [
       `\\set r random(1, ${options.rows})`,
       `\\set n random(1, ${options.seatsPerRow})`,
-      `select app.create_booking(jsonb_build_object('showId', '${showId}', 'seatLabels', jsonb_build_array('Floor-R' || :r || '-' || :n), 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')));`,
+      `\\set q random(2, 4)`,
+      options.bestAvailable
+        ? `select app.create_booking(jsonb_build_object('showId', '${showId}', 'quantity', (:q)::int, 'section', 'Floor', 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')));`
+        : `select app.create_booking(jsonb_build_object('showId', '${showId}', 'seatLabels', jsonb_build_array('Floor-R' || :r || '-' || :n), 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')));`,
       '',
     ].join('\n'),
   );
@@ -157,7 +160,7 @@ async function bookingScenario(
   base: string,
   db: pg.Pool,
   servicePid: number,
-  options: { connections: number; rows: number; seatsPerRow: number; showId?: string },
+  options: { connections: number; rows: number; seatsPerRow: number; showId?: string; bestAvailable?: boolean },
 ): Promise<ScenarioResult> {
   const showId = options.showId ?? (await createShow(base, options.rows, options.seatsPerRow));
   const confirmedIds: string[] = [];
@@ -176,13 +179,13 @@ async function bookingScenario(
           const row = 1 + Math.floor(Math.random() * options.rows);
           const seat = 1 + Math.floor(Math.random() * options.seatsPerRow);
           n += 1;
+          // Best available: 2 to 4 adjacent seats in the section; otherwise one named seat.
+          const seats = options.bestAvailable
+            ? { quantity: 2 + (n % 3), section: 'Floor' }
+            : { seatLabels: [`Floor-R${row}-${seat}`] };
           return {
             ...request,
-            body: JSON.stringify({
-              showId,
-              seatLabels: [`Floor-R${row}-${seat}`],
-              customer: { name: `Bench ${n}`, email: `bench${n}@example.com` },
-            }),
+            body: JSON.stringify({ showId, ...seats, customer: { name: `Bench ${n}`, email: `bench${n}@example.com` } }),
           };
         },
         onResponse: (status, body) => {
@@ -305,9 +308,11 @@ try {
 
   const flash = { connections: smoke ? 32 : 256, rows: 10, seatsPerRow: 10 };
   const spread = { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100 };
+  const best = { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100, bestAvailable: true };
   const results = [
     await bookingScenario('flash-sale', base, db, pid, flash),
     await bookingScenario('spread', base, db, pid, spread),
+    await bookingScenario('best-available', base, db, pid, best),
     ...(await seatMapScenarios(base, pid)),
     await fanOutScenario(base, db, pid, smoke ? 50 : 500),
   ];
@@ -315,6 +320,7 @@ try {
   const pgbench = [
     await pgbenchScenario('flash-sale', base, service.databaseUrl, { ...flash, clients: flash.connections }),
     await pgbenchScenario('spread', base, service.databaseUrl, { ...spread, clients: spread.connections }),
+    await pgbenchScenario('best-available', base, service.databaseUrl, { ...best, clients: best.connections }),
   ].filter((result): result is PgbenchResult => result !== undefined);
   for (const result of results) {
     const limit = pgbench.find((p) => p.name === result.name);

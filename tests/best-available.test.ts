@@ -123,6 +123,35 @@ describe('best available', () => {
   });
 });
 
+it('searches the front rows first yet always picks what ranking every block would pick', async () => {
+  // Two sections of 40 rows, filled at random, front rows more than back ones.
+  const rows = Array.from({ length: 40 }, (_, i) => ({ label: `R${i + 1}`, seats: 12, category: 'standard' }));
+  const show = await createShow(app, arena([{ name: 'Front', rows }, { name: 'Back', rows }]));
+  let state = 7;
+  const random = () => ((state = (state * 1103515245 + 12345) % 2147483648) / 2147483648);
+  for (let round = 0; round < 4; round++) {
+    const labels: string[] = [];
+    for (const section of ['Front', 'Back']) {
+      for (let r = 1; r <= 40; r++) {
+        for (let n = 1; n <= 12; n++) if (random() < 0.25 + (round * 0.2 * (40 - r)) / 40) labels.push(`${section}-R${r}-${n}`);
+      }
+    }
+    for (let i = 0; i < labels.length; i += 10) {
+      await pool.query('select app.create_booking($1, null, 100)', [{ showId: show.id, seatLabels: labels.slice(i, i + 10), customer: customer() }]);
+    }
+    for (const quantity of [2, 3, 4]) {
+      for (const section of [null, 'Back']) {
+        const { rows: picked } = await pool.query<{ windowed: string[] | null; full: string[] | null }>(
+          `select (select b.seat_ids from app.best_blocks($1, $2, $3, null, null, int4range(0, 1)) b limit 1)::text[] as windowed,
+                  (select b.seat_ids from app.seat_blocks($1, $2, $3, null, null, int4range(0, 1), clock_timestamp(), null) b limit 1)::text[] as full`,
+          [show.id, quantity, section],
+        );
+        expect(picked[0]?.windowed).toEqual(picked[0]?.full);
+      }
+    }
+  }
+});
+
 describe('concurrent best-available requests for one section', () => {
   it('skip seats another transaction is locking and take the next best, without waiting', async () => {
     const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 10, category: 'standard' }] }]));
