@@ -15,10 +15,12 @@ export interface LiveService {
   stop(): Promise<void>;
 }
 
-async function waitUntilReady(base: string, service: ChildProcess): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    if (service.exitCode !== null) throw new Error(`the service exited with code ${service.exitCode}`);
-    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return;
+/** Waits for /ready to answer 200; returns how long that took. */
+export async function waitUntilReady(base: string, service?: ChildProcess, timeoutMs = 30_000): Promise<number> {
+  const started = Date.now();
+  while (Date.now() - started < timeoutMs) {
+    if (service && service.exitCode !== null) throw new Error(`the service exited with code ${service.exitCode}`);
+    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return Date.now() - started;
     await sleep(100);
   }
   throw new Error('the service did not become ready');

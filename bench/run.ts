@@ -16,6 +16,7 @@ import autocannon from 'autocannon';
 import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
 import { projectRoot } from '../src/migrate.js';
+import { invariantViolations } from './invariants.js';
 import { startLiveService } from './live-service.js';
 import { writeReport } from './report.js';
 import { availableParallelism } from 'node:os';
@@ -120,7 +121,7 @@ async function createShow(base: string, rows: number, seatsPerRow: number, secti
 function watchRss(pid: number): () => number {
   let peak = 0;
   const timer = setInterval(async () => {
-    const status = await import('node:fs/promises').then((fs) => fs.readFile(`/proc/${pid}/status`, 'utf8')).catch(() => '');
+    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
     const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     peak = Math.max(peak, kb);
   }, 200);
@@ -128,31 +129,6 @@ function watchRss(pid: number): () => number {
     clearInterval(timer);
     return Math.round(peak / 1024);
   };
-}
-
-/** The invariants every scenario must end with; each entry is a violation. */
-async function checkInvariants(db: pg.Pool, showId: string, confirmedIds: string[]): Promise<string[]> {
-  const violations: string[] = [];
-  const doubles = await db.query(
-    `select a.seat_id from app.booking_seats a join app.booking_seats b
-       on a.seat_id = b.seat_id and a.booking_id < b.booking_id and a.legs && b.legs
-     where a.show_id = $1 and a.active and b.active`,
-    [showId],
-  );
-  if (doubles.rowCount) violations.push(`${doubles.rowCount} seats in two active bookings`);
-  const confirmed = await db.query<{ id: string }>(
-    `select id from app.bookings where id = any($1::uuid[]) and status = 'confirmed'`,
-    [confirmedIds],
-  );
-  if (confirmed.rowCount !== confirmedIds.length) {
-    violations.push(`${confirmedIds.length - (confirmed.rowCount ?? 0)} bookings answered 201 but are not confirmed`);
-  }
-  const lapsed = await db.query(
-    `select 1 from app.bookings where show_id = $1 and status = 'pending' and expires_at < now()`,
-    [showId],
-  );
-  if (lapsed.rowCount) violations.push(`${lapsed.rowCount} pending bookings past their expiry`);
-  return violations;
 }
 
 async function bookingScenario(
@@ -195,7 +171,7 @@ async function bookingScenario(
     ],
   });
   const summarized = summary(name, options.connections, result, stopRss());
-  summarized.violations = await checkInvariants(db, showId, confirmedIds);
+  summarized.violations = await invariantViolations(db, confirmedIds, showId);
   return summarized;
 }
 

@@ -13,6 +13,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { invariantViolations } from '../bench/invariants.js';
+import { waitUntilReady } from '../bench/live-service.js';
 import { createBookingClient } from '../src/client.js';
 import { freePort, startEmbeddedPostgres } from '../src/embedded-postgres.js';
 import { projectRoot } from '../src/migrate.js';
@@ -45,15 +47,6 @@ function startService(): ChildProcess {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   return child;
-}
-
-async function waitReady(timeoutMs = 20_000): Promise<number> {
-  const started = Date.now();
-  while (Date.now() - started < timeoutMs) {
-    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return Date.now() - started;
-    await sleep(100);
-  }
-  throw new Error('the service did not become ready');
 }
 
 function post(pathname: string, body: unknown, headers: Record<string, string> = {}, dropAfterMs?: number): Promise<Outcome> {
@@ -119,7 +112,7 @@ const confirmedSeen = new Set<string>();
 let exitCode = 1;
 try {
   service = startService();
-  await waitReady();
+  await waitUntilReady(base, service);
   const api = createBookingClient(base, { adminToken: ADMIN_TOKEN });
   const created = await api.POST('/api/shows', {
     body: {
@@ -139,7 +132,7 @@ try {
     summary.faults.push('service killed with SIGKILL');
     await sleep(300);
     service = startService();
-    await waitReady();
+    await waitUntilReady(base, service);
   }));
 
   // 2. PostgreSQL stopped in immediate mode mid-load; started again.
@@ -156,7 +149,7 @@ try {
   if ([...downStatuses].some((s) => s !== 503)) summary.violations.push(`while the database was down: statuses ${[...downStatuses]}, not all 503`);
   const slowest = Math.max(...whileDown.map((o) => o.ms));
   if (slowest > 3_000) summary.violations.push(`a 503 took ${slowest} ms while the database was down`);
-  const recoveredMs = await waitReady();
+  const recoveredMs = await waitUntilReady(base, service);
 
   // 3. Busy booking backends terminated mid-transaction.
   keep(await load(showId, REQUESTS, async () => {
@@ -192,16 +185,8 @@ try {
   }
 
   // The invariants on the final state.
-  const doubles = await admin.query(`select a.seat_id from app.booking_seats a join app.booking_seats b
-    on a.seat_id = b.seat_id and a.booking_id < b.booking_id and a.legs && b.legs where a.active and b.active`);
-  if (doubles.rowCount) summary.violations.push(`${doubles.rowCount} seats in two active bookings`);
-  const confirmed = await admin.query(`select id from app.bookings where id = any($1::uuid[]) and status = 'confirmed'`, [[...confirmedSeen]]);
-  if (confirmed.rowCount !== confirmedSeen.size) {
-    summary.violations.push(`${confirmedSeen.size - (confirmed.rowCount ?? 0)} bookings answered 201 but are not confirmed`);
-  }
   await admin.query('select app.sweep()');
-  const lapsed = await admin.query(`select 1 from app.bookings where status = 'pending' and expires_at <= now()`);
-  if (lapsed.rowCount) summary.violations.push(`${lapsed.rowCount} holds alive past their expiry`);
+  summary.violations.push(...(await invariantViolations(admin, confirmedSeen)));
   const serverErrors = Object.entries(summary.outcomes).filter(([status]) => Number(status) >= 500 && status !== '503');
   if (serverErrors.length) summary.violations.push(`server errors other than 503: ${JSON.stringify(serverErrors)}`);
 

@@ -6,6 +6,7 @@
 import fc from 'fast-check';
 import pg from 'pg';
 import { expect, inject, it } from 'vitest';
+import { doubleBookedSeats, lapsedHolds } from '../bench/invariants.js';
 import { createShow, customer, testApp, testPool, theatre } from './support.js';
 
 const pool = testPool(4);
@@ -84,9 +85,7 @@ async function run(client: pg.Client, showId: string, commands: Command[], seen:
 async function violations(showId: string, seen: Map<string, Seen>): Promise<string[]> {
   const found: string[] = [];
   const q = async (sql: string) => (await pool.query(sql.replaceAll('$show', pg.escapeLiteral(showId)))).rows;
-  const doubles = await q(`select a.seat_id from app.booking_seats a join app.booking_seats b
-      on a.seat_id = b.seat_id and a.booking_id < b.booking_id and a.legs && b.legs
-      where a.show_id = $show and a.active and b.active`);
+  const doubles = await doubleBookedSeats(pool, showId);
   if (doubles.length) found.push(`seats in two active bookings: ${JSON.stringify(doubles)}`);
   const stray = await q(`select b.id, b.status from app.bookings b join app.booking_seats bs on bs.booking_id = b.id
       where b.show_id = $show and bs.active and b.status not in ('pending', 'confirmed')`);
@@ -94,7 +93,7 @@ async function violations(showId: string, seen: Map<string, Seen>): Promise<stri
   const partial = await q(`select b.id from app.bookings b join app.booking_seats bs on bs.booking_id = b.id
       where b.show_id = $show and b.status in ('pending', 'confirmed') and not bs.active`);
   if (partial.length) found.push(`live bookings missing seats: ${JSON.stringify(partial)}`);
-  const lapsed = await q(`select id from app.bookings where show_id = $show and status = 'pending' and expires_at <= now()`);
+  const lapsed = await lapsedHolds(pool, showId);
   if (lapsed.length) found.push(`holds alive past expiry after a sweep: ${JSON.stringify(lapsed)}`);
   const statuses = new Map((await q(`select id, status::text from app.bookings where show_id = $show`)).map((r) => [r.id, r.status]));
   for (const [id, entry] of seen) {

@@ -10,6 +10,8 @@ import { afterAll, beforeAll, inject } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { createPool } from '../src/db.js';
 import { SeatEventHub } from '../src/seat-events.js';
+
+export { doubleBookedSeats } from '../bench/invariants.js';
 import type { components } from '../src/generated/api.js';
 
 export type NewShow = components['schemas']['NewShow'];
@@ -134,17 +136,6 @@ export function postJson<T = Record<string, unknown>>(port: number, path: string
     req.on('error', reject);
     req.end(payload);
   });
-}
-
-/** Seats of a show that are in more than one active booking: must always be empty. */
-export async function doubleBookedSeats(pool: pg.Pool, showId: string): Promise<string[]> {
-  const { rows } = await pool.query<{ seat_id: string }>(
-    `select a.seat_id from app.booking_seats a join app.booking_seats b
-       on a.seat_id = b.seat_id and a.booking_id < b.booking_id and a.legs && b.legs
-     where a.show_id = $1 and a.active and b.active`,
-    [showId],
-  );
-  return rows.map((row) => row.seat_id);
 }
 
 export async function bookingCounts(pool: pg.Pool, showId: string): Promise<Record<string, number>> {
