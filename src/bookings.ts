@@ -8,6 +8,7 @@ import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
 import { ProblemError, type ProblemType } from './problem.js';
+import { showNotFound } from './shows.js';
 
 type Booking = components['schemas']['Booking'];
 type NewBooking = components['schemas']['NewBooking'];
@@ -110,7 +111,7 @@ export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Co
       after?.id ?? null,
       limit,
     ]);
-    if (!page) throw new ProblemError('show-not-found', `There is no show ${req.params.showId}`, { showId: req.params.showId });
+    if (!page) throw showNotFound(req.params.showId);
     res.json(page.next ? { items: page.items, nextCursor: encodeCursor(page.next) } : { items: page.items });
   });
 

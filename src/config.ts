@@ -39,6 +39,13 @@ export interface DatabaseTimeouts {
   connectTimeoutMs: number;
 }
 
+export const defaultDatabaseTimeouts: DatabaseTimeouts = {
+  statementTimeoutMs: 5_000,
+  lockTimeoutMs: 2_000,
+  idleInTransactionTimeoutMs: 10_000,
+  connectTimeoutMs: 2_000,
+};
+
 export interface BookingLimits {
   maxSeatsPerBooking: number;
   holdDefaultSeconds: number;
@@ -112,10 +119,10 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: integer(env, 'TRUST_PROXY', 0, 0, 10),
     migrateOnStart: oneOf(env, 'MIGRATE_ON_START', ['true', 'false'] as const, 'true') === 'true',
     database: {
-      statementTimeoutMs: integer(env, 'DB_STATEMENT_TIMEOUT_MS', 5_000, 100, 600_000),
-      lockTimeoutMs: integer(env, 'DB_LOCK_TIMEOUT_MS', 2_000, 10, 600_000),
-      idleInTransactionTimeoutMs: integer(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', 10_000, 100, 600_000),
-      connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', 2_000, 100, 60_000),
+      statementTimeoutMs: integer(env, 'DB_STATEMENT_TIMEOUT_MS', defaultDatabaseTimeouts.statementTimeoutMs, 100, 600_000),
+      lockTimeoutMs: integer(env, 'DB_LOCK_TIMEOUT_MS', defaultDatabaseTimeouts.lockTimeoutMs, 10, 600_000),
+      idleInTransactionTimeoutMs: integer(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', defaultDatabaseTimeouts.idleInTransactionTimeoutMs, 100, 600_000),
+      connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', defaultDatabaseTimeouts.connectTimeoutMs, 100, 60_000),
     },
   };
 }

@@ -1,7 +1,7 @@
 // The database pool, and calls of the app schema's functions, each one
 // round trip that answers one JSON value.
 import pg from 'pg';
-import type { DatabaseTimeouts } from './config.js';
+import { defaultDatabaseTimeouts, type DatabaseTimeouts } from './config.js';
 
 export interface DatabaseOptions {
   connectionString: string;
@@ -12,7 +12,7 @@ export interface DatabaseOptions {
 }
 
 export function createPool(options: DatabaseOptions): pg.Pool {
-  const t = { statementTimeoutMs: 5_000, lockTimeoutMs: 2_000, idleInTransactionTimeoutMs: 10_000, connectTimeoutMs: 2_000, ...options.timeouts };
+  const t = { ...defaultDatabaseTimeouts, ...options.timeouts };
   const pool = new pg.Pool({
     connectionString: options.connectionString,
     max: options.max,
