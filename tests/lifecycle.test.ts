@@ -170,8 +170,8 @@ describe('status transitions', () => {
     await expect(pool.query(`update app.bookings set status = 'confirmed' where id = $1`, [id])).rejects.toMatchObject({
       code: 'BKSTA',
     });
-    const expired = await bookingIn('failed');
-    await expect(pool.query(`update app.bookings set status = 'pending' where id = $1`, [expired.id])).rejects.toMatchObject({
+    const failed = await bookingIn('failed');
+    await expect(pool.query(`update app.bookings set status = 'pending' where id = $1`, [failed.id])).rejects.toMatchObject({
       code: 'BKSTA',
     });
   });
