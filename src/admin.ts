@@ -1,23 +1,62 @@
-// Admin operations need the admin bearer token, compared in constant time.
+// Credentials: the admin bearer token, compared in constant time, and the
+// bearer credential of a booking's own routes (its secret, or the admin token).
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ProblemError } from './problem.js';
 
 const digest = (value: string) => createHash('sha256').update(value).digest();
 
-export function requireAdmin(token: string): RequestHandler {
-  // Hashing both sides gives equal lengths, so the comparison leaks nothing.
+/** What a credential check reads of a request: its headers. */
+interface WithHeaders {
+  get(name: string): string | undefined;
+}
+
+/** The bearer credential of a request, if it sent one. */
+export function bearer(req: WithHeaders): string | undefined {
+  return /^Bearer +(\S+)$/i.exec(req.get('Authorization') ?? '')?.[1];
+}
+
+function missing(realm: string, what: string, placeholder: string): ProblemError {
+  return new ProblemError('unauthorized', `Send ${what} as "Authorization: Bearer <${placeholder}>"`, {}, {
+    'WWW-Authenticate': `Bearer realm="${realm}"`,
+  });
+}
+
+/** Whether a credential is the given token; hashing both sides gives equal lengths, so the comparison leaks nothing. */
+export function tokenMatcher(token: string): (credential: string) => boolean {
   const expected = digest(token);
+  return (credential) => timingSafeEqual(digest(credential), expected);
+}
+
+export function requireAdmin(token: string): RequestHandler {
+  const isAdmin = tokenMatcher(token);
   return (req, _res, next) => {
-    const match = /^Bearer +(\S+)$/i.exec(req.get('Authorization') ?? '');
-    if (!match?.[1]) {
-      throw new ProblemError('unauthorized', 'Send the admin token as "Authorization: Bearer <token>"', {}, {
-        'WWW-Authenticate': 'Bearer realm="admin"',
-      });
-    }
-    if (!timingSafeEqual(digest(match[1]), expected)) {
-      throw new ProblemError('forbidden', 'The admin token is not valid');
-    }
+    const credential = bearer(req);
+    if (!credential) throw missing('admin', 'the admin token', 'token');
+    if (!isAdmin(credential)) throw new ProblemError('forbidden', 'The admin token is not valid');
     next();
+  };
+}
+
+/**
+ * A booking route's credential: the booking's secret, or null for the admin
+ * (a trusted caller to the database). A wrong secret is not refused here:
+ * the database answers it exactly as it answers a booking that does not exist.
+ */
+export function bookingCredential(adminToken: string): (req: WithHeaders) => string | null {
+  const isAdmin = tokenMatcher(adminToken);
+  return (req) => {
+    const credential = bearer(req);
+    if (!credential) throw missing('booking', "the booking's secret", 'secret');
+    return isAdmin(credential) ? null : credential;
+  };
+}
+
+/** Whether the request carries the admin token (for views the admin sees in full). */
+export function adminViewer(adminToken: string): (req: WithHeaders) => boolean {
+  const isAdmin = tokenMatcher(adminToken);
+  return (req) => {
+    const credential = bearer(req);
+    return credential !== undefined && isAdmin(credential);
   };
 }

@@ -9,7 +9,7 @@ import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
-import { requireAdmin } from './admin.js';
+import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, type BookingLimits } from './config.js';
 import { projectRoot } from './paths.js';
@@ -95,6 +95,13 @@ export function makeApp({
   app.post('/api/shows', admin);
   app.get('/metrics', admin);
   app.get('/api/shows/:showId/bookings', admin);
+  // A booking's own routes need its secret (or the admin token): a request
+  // without any credential is refused before its body is read.
+  const bookingAccess = bookingCredential(adminToken);
+  app.all(['/api/bookings/:bookingId', '/api/bookings/:bookingId/:action'], (req, _res, next) => {
+    bookingAccess(req);
+    next();
+  });
   if (limits.max > 0) {
     app.post(
       '/api/bookings',
@@ -125,8 +132,8 @@ export function makeApp({
   );
   app.use(operationRoutes(pool, metrics));
   app.use(showRoutes(pool, validateResponses));
-  app.use(showEventRoutes(pool, events, heartbeatMs));
-  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings));
+  app.use(showEventRoutes(pool, events, heartbeatMs, adminViewer(adminToken)));
+  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

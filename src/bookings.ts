@@ -4,6 +4,7 @@ import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
 import type { Counter } from 'prom-client';
 import type { BookingLimits } from './config.js';
+import { bookingCredential } from './admin.js';
 import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
@@ -17,15 +18,16 @@ type CancelBooking = components['schemas']['CancelBooking'];
 type BookingPath = operations['getBooking']['parameters']['path'];
 type ShowBookingsPath = operations['listShowBookings']['parameters']['path'];
 type ShowBookingsQuery = NonNullable<operations['listShowBookings']['parameters']['query']>;
-interface Outcome {
-  booking: Booking;
+type CreatedBooking = components['schemas']['CreatedBooking'];
+interface Outcome<B = Booking> {
+  booking: B;
   replayed: boolean;
 }
 
-const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5) as result');
-const getBooking = statement('get_booking', 'select app.booking_json($1) as result');
-const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3) as result');
-const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3) as result');
+const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7) as result');
+const getBooking = statement('get_booking', 'select app.get_booking($1, $2) as result');
+const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3, $4) as result');
+const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3, $4) as result');
 const listShowBookings = statement('list_show_bookings', 'select app.list_show_bookings($1, $2, $3, $4, $5) as result');
 
 // A failed booking is answered as the problem its failure reason names.
@@ -43,34 +45,38 @@ function failureDetail(booking: Booking, request: NewBooking): string {
   return `Seats not available: ${(booking.unavailableSeats ?? []).map((seat) => seat.label).join(', ')}`;
 }
 
-function replayHeaders(outcome: Outcome): Record<string, string> {
+function replayHeaders(outcome: Outcome<unknown>): Record<string, string> {
   return outcome.replayed ? { 'Idempotent-Replayed': 'true' } : {};
 }
 
-async function act(pool: pg.Pool, query: Statement, values: unknown[]): Promise<Outcome> {
-  const outcome = await callJson<Outcome>(pool, query, values);
+async function act<B = Booking>(pool: pg.Pool, query: Statement, values: unknown[]): Promise<Outcome<B>> {
+  const outcome = await callJson<Outcome<B>>(pool, query, values);
   if (!outcome) throw new Error(`${query.name} returned nothing`);
   return outcome;
 }
 
-function sendOutcome(res: Response, status: number, outcome: Outcome): void {
+function sendOutcome(res: Response, status: number, outcome: Outcome<Booking | CreatedBooking>): void {
   res.status(status).set(replayHeaders(outcome)).json(outcome.booking);
 }
 
-export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Counter<'outcome'>): Router {
+export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Counter<'outcome'>, adminToken: string): Router {
   const router = Router();
+  const credential = bookingCredential(adminToken);
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
-    const outcome = await act(pool, createBooking, [
+    const outcome = await act<CreatedBooking>(pool, createBooking, [
       req.body,
       req.get('Idempotency-Key') ?? null,
       limits.maxSeatsPerBooking,
       limits.holdDefaultSeconds,
       limits.holdMaxSeconds,
+      req.ip ?? null,
+      limits.holds,
     ]);
-    const { booking } = outcome;
-    outcomes.inc({ outcome: booking.status });
-    if (booking.status === 'failed') {
+    outcomes.inc({ outcome: outcome.booking.status });
+    if (outcome.booking.status === 'failed') {
+      // A failed booking holds nothing: its secret is never given out.
+      const { secret: _secret, ...booking } = outcome.booking;
       throw new ProblemError(
         failureProblems[booking.failureReason ?? ''] ?? 'seat-unavailable',
         failureDetail(booking, req.body),
@@ -78,12 +84,12 @@ export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Co
         replayHeaders(outcome),
       );
     }
-    res.location(`/api/bookings/${booking.id}`);
+    res.location(`/api/bookings/${outcome.booking.id}`);
     sendOutcome(res, 201, outcome);
   });
 
   router.get('/api/bookings/:bookingId', async (req: Request<BookingPath>, res) => {
-    const booking = await callJson<Booking>(pool, getBooking, [req.params.bookingId]);
+    const booking = await callJson<Booking>(pool, getBooking, [req.params.bookingId, credential(req)]);
     if (!booking) {
       throw new ProblemError('booking-not-found', `There is no booking ${req.params.bookingId}`);
     }
@@ -91,12 +97,12 @@ export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Co
   });
 
   router.post('/api/bookings/:bookingId/confirm', async (req: Request<BookingPath, unknown, ConfirmBooking | undefined>, res) => {
-    const outcome = await act(pool, confirmBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null]);
+    const outcome = await act(pool, confirmBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null, credential(req)]);
     sendOutcome(res, 200, outcome);
   });
 
   router.post('/api/bookings/:bookingId/cancel', async (req: Request<BookingPath, unknown, CancelBooking | undefined>, res) => {
-    const outcome = await act(pool, cancelBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null]);
+    const outcome = await act(pool, cancelBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null, credential(req)]);
     sendOutcome(res, 200, outcome);
   });
 

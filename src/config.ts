@@ -46,16 +46,28 @@ export const defaultDatabaseTimeouts: DatabaseTimeouts = {
   connectTimeoutMs: 2_000,
 };
 
+/** What one client may keep in live holds; 0 turns a limit off. */
+export interface HoldLimits {
+  /** Seats one client address may hold in one show at once. */
+  seatsPerClient: number;
+  /** Seats one customer email may hold in one show at once. */
+  seatsPerEmail: number;
+  /** Live holds one client address may have, over all shows. */
+  holdsPerClient: number;
+}
+
 export interface BookingLimits {
   maxSeatsPerBooking: number;
   holdDefaultSeconds: number;
   holdMaxSeconds: number;
+  holds: HoldLimits;
 }
 
 export const defaultBookingLimits: BookingLimits = {
   maxSeatsPerBooking: 10,
   holdDefaultSeconds: 600,
   holdMaxSeconds: 1800,
+  holds: { seatsPerClient: 40, seatsPerEmail: 10, holdsPerClient: 10 },
 };
 
 export class ConfigError extends Error {
@@ -168,5 +180,10 @@ function readBookingLimits(env: NodeJS.ProcessEnv): BookingLimits {
     maxSeatsPerBooking: integer(env, 'MAX_SEATS_PER_BOOKING', defaultBookingLimits.maxSeatsPerBooking, 1, 100),
     holdDefaultSeconds,
     holdMaxSeconds,
+    holds: {
+      seatsPerClient: integer(env, 'HOLD_LIMIT_SEATS_PER_CLIENT', defaultBookingLimits.holds.seatsPerClient, 0, 100_000),
+      seatsPerEmail: integer(env, 'HOLD_LIMIT_SEATS_PER_EMAIL', defaultBookingLimits.holds.seatsPerEmail, 0, 100_000),
+      holdsPerClient: integer(env, 'HOLD_LIMIT_HOLDS_PER_CLIENT', defaultBookingLimits.holds.holdsPerClient, 0, 100_000),
+    },
   };
 }

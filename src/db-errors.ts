@@ -15,6 +15,8 @@ const sqlstates: Record<string, ProblemType> = {
   LAYOT: 'invalid-layout',
   BKSTA: 'invalid-transition',
   IDKEY: 'idempotency-key-reused',
+  SALES: 'sales-closed',
+  HOLDL: 'hold-limit-reached',
   // The backstop constraint: only reached if a function let a double booking through
   '23P01': 'seat-unavailable',
   // Values PostgreSQL could not take: the contract catches most first; the

@@ -13,7 +13,7 @@ type EventsQuery = NonNullable<operations['getShowEvents']['parameters']['query'
 
 const history = statement(
   'show_event_history',
-  'select case when exists (select 1 from app.shows where id = $1) then app.show_events($1, $2, $3) end as result',
+  'select case when exists (select 1 from app.shows where id = $1) then app.show_events($1, $2, $3, $4) end as result',
 );
 const showExists = statement('show_exists', 'select exists (select 1 from app.shows where id = $1) as result');
 
@@ -21,14 +21,15 @@ function message(event: SeatEvent): string {
   return `id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 
-export function showEventRoutes(pool: pg.Pool, hub: SeatEventHub, heartbeatMs: number): Router {
+export function showEventRoutes(pool: pg.Pool, hub: SeatEventHub, heartbeatMs: number, isAdmin: (req: { get(name: string): string | undefined }) => boolean): Router {
   const router = Router();
 
   router.get('/api/shows/:showId/events', async (req: Request<EventsPath, unknown, unknown, EventsQuery>, res) => {
     const { showId } = req.params;
     if (req.accepts(['application/json', 'text/event-stream']) !== 'text/event-stream') {
       const { after = 0, limit = 100 } = req.query;
-      const items = await callJson<SeatEvent[]>(pool, history, [showId, after, limit]);
+      // The admin's history names each event's booking; the public one never does.
+      const items = await callJson<SeatEvent[]>(pool, history, [showId, after, limit, isAdmin(req)]);
       if (!items) throw showNotFound(showId);
       const last = items.at(-1);
       const page: SeatEventPage = items.length === limit && last ? { items, nextAfter: last.id } : { items };

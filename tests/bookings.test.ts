@@ -1,12 +1,14 @@
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
 import {
+  admin,
   bookingCounts,
   createShow,
   customer,
   testApp,
   testPool,
   theatre,
+  owner,
   type Booking,
   type SeatMap,
 } from './support.js';
@@ -42,8 +44,11 @@ describe('booking seats', () => {
     expect(booking.confirmedAt).toEqual(expect.any(String));
     expect(booking.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
 
-    const read = await request(app).get(`/api/bookings/${booking.id}`).expect(200);
-    expect(read.body).toEqual(booking);
+    // The secret comes once, with the new booking; reading it back needs it.
+    const { secret, ...stored } = booking;
+    expect(secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const read = await request(app).get(`/api/bookings/${booking.id}`).set(owner(booking)).expect(200);
+    expect(read.body).toEqual(stored);
     const statuses = await seatStatuses(show.id);
     expect(statuses['Stalls-A-1']).toBe('booked');
     expect(statuses['Stalls-B-1']).toBe('booked');
@@ -73,7 +78,7 @@ describe('booking seats', () => {
       unavailableSeats: [{ label: 'Stalls-A-2' }],
       booking: { status: 'failed', customer: loser, totalPrice: 0 },
     });
-    const failed = await request(app).get(`/api/bookings/${response.body.booking.id}`).expect(200);
+    const failed = await request(app).get(`/api/bookings/${response.body.booking.id}`).set(admin).expect(200);
     expect(failed.body).toMatchObject({ status: 'failed', unavailableSeats: [{ label: 'Stalls-A-2' }] });
   });
 
@@ -92,15 +97,15 @@ describe('booking seats', () => {
   });
 
   it('reads a booking that does not exist as a 404 problem', async () => {
-    const response = await request(app).get('/api/bookings/7b1e3c9a-0000-4000-8000-000000000000').expect(404);
+    const response = await request(app).get('/api/bookings/7b1e3c9a-0000-4000-8000-000000000000').set(admin).expect(404);
     expect(response.body.type).toBe('/problems/booking-not-found');
   });
 
   it('echoes a caller-supplied request id and makes one otherwise', async () => {
-    const given = await request(app).get('/api/bookings/not-a-uuid').set('X-Request-Id', 'trace-123').expect(400);
+    const given = await request(app).get('/api/bookings/not-a-uuid').set(admin).set('X-Request-Id', 'trace-123').expect(400);
     expect(given.headers['x-request-id']).toBe('trace-123');
     expect(given.body.requestId).toBe('trace-123');
-    const made = await request(app).get('/api/bookings/not-a-uuid').expect(400);
+    const made = await request(app).get('/api/bookings/not-a-uuid').set(admin).expect(400);
     expect(made.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
   });
 });

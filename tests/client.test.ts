@@ -22,6 +22,7 @@ it('creates a show, holds seats, confirms them and reads the seat map through th
 
   const confirmed = await api.POST('/api/bookings/{bookingId}/confirm', {
     params: { path: { bookingId } },
+    headers: { Authorization: `Bearer ${hold.data?.secret ?? ''}` },
     body: { paymentReference: 'pay-1' },
   });
   expect(confirmed.data?.status).toBe('confirmed');

@@ -2,7 +2,7 @@ import http from 'node:http';
 import pg from 'pg';
 import request from 'supertest';
 import { describe, expect, inject, it } from 'vitest';
-import { createShow, customer, serve, testApp, testPool, type Booking } from './support.js';
+import { admin, createShow, customer, serve, testApp, testPool, type Booking } from './support.js';
 
 const pool = testPool(30);
 const app = await testApp(pool);
@@ -101,19 +101,19 @@ describe('an Idempotency-Key', () => {
       .set('Idempotency-Key', createKey)
       .send({ showId: show.id, seatLabels: ['Stalls-B-2'], hold: true, customer: customer() })
       .expect(201)).body;
-    await request(app).post(`/api/bookings/${hold.id}/confirm`).set('Idempotency-Key', createKey).expect(422);
+    await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).set('Idempotency-Key', createKey).expect(422);
 
     const confirmKey = newKey();
-    const confirmed = await request(app).post(`/api/bookings/${hold.id}/confirm`).set('Idempotency-Key', confirmKey).send({ paymentReference: 'p1' }).expect(200);
-    const again = await request(app).post(`/api/bookings/${hold.id}/confirm`).set('Idempotency-Key', confirmKey).send({ paymentReference: 'p1' }).expect(200);
+    const confirmed = await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).set('Idempotency-Key', confirmKey).send({ paymentReference: 'p1' }).expect(200);
+    const again = await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).set('Idempotency-Key', confirmKey).send({ paymentReference: 'p1' }).expect(200);
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(again.body).toEqual(confirmed.body);
     // Without the key, a second confirm is an illegal transition.
-    await request(app).post(`/api/bookings/${hold.id}/confirm`).expect(409);
+    await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).expect(409);
 
     const cancelKey = newKey();
-    await request(app).post(`/api/bookings/${hold.id}/cancel`).set('Idempotency-Key', cancelKey).expect(200);
-    const cancelAgain = await request(app).post(`/api/bookings/${hold.id}/cancel`).set('Idempotency-Key', cancelKey).expect(200);
+    await request(app).post(`/api/bookings/${hold.id}/cancel`).set(admin).set('Idempotency-Key', cancelKey).expect(200);
+    const cancelAgain = await request(app).post(`/api/bookings/${hold.id}/cancel`).set(admin).set('Idempotency-Key', cancelKey).expect(200);
     expect(cancelAgain.body.status).toBe('cancelled');
     expect(cancelAgain.headers['idempotent-replayed']).toBe('true');
   });

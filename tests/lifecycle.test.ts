@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
 import { startSweeper } from '../src/sweeper.js';
-import { createShow, customer, testApp, testPool, type Booking, type SeatMap } from './support.js';
+import { admin, createShow, customer, testApp, testPool, type Booking, type SeatMap } from './support.js';
 
 const pool = testPool();
 const app = await testApp(pool);
@@ -35,7 +35,7 @@ async function bookingIn(state: State): Promise<{ showId: string; id: string }> 
       return { showId: show.id, id: (await book(show.id, [label]).expect(201)).body.id };
     case 'cancelled': {
       const id = (await book(show.id, [label]).expect(201)).body.id;
-      await request(app).post(`/api/bookings/${id}/cancel`).expect(200);
+      await request(app).post(`/api/bookings/${id}/cancel`).set(admin).expect(200);
       return { showId: show.id, id };
     }
     case 'failed':
@@ -68,7 +68,7 @@ describe('holds', () => {
   it('confirm with a payment reference, after which the seats are booked', async () => {
     const { showId, id } = await bookingIn('pending');
     const response = await request(app)
-      .post(`/api/bookings/${id}/confirm`)
+      .post(`/api/bookings/${id}/confirm`).set(admin)
       .send({ paymentReference: 'pay_123' })
       .expect(200);
     expect(response.body).toMatchObject({ id, status: 'confirmed', paymentReference: 'pay_123', totalPrice: 5000 });
@@ -90,13 +90,13 @@ describe('holds', () => {
     await book(show.id, ['Stalls-B-2']).expect(409);
     await sleep(1100);
     expect(await statusOf(show.id, 'Stalls-B-2')).toBe('available');
-    expect((await request(app).get(`/api/bookings/${hold.id}`).expect(200)).body.status).toBe('expired');
+    expect((await request(app).get(`/api/bookings/${hold.id}`).set(admin).expect(200)).body.status).toBe('expired');
 
     const taker = await book(show.id, ['Stalls-B-2']).expect(201);
     expect(taker.body.status).toBe('confirmed');
     // The booker recorded the lapsed hold as expired under the seat lock.
     expect(await storedStatus(hold.id)).toBe('expired');
-    const confirm = await request(app).post(`/api/bookings/${hold.id}/confirm`).expect(409);
+    const confirm = await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).expect(409);
     expect(confirm.body).toMatchObject({ type: '/problems/invalid-transition', bookingStatus: 'expired' });
     expect(await statusOf(show.id, 'Stalls-B-2')).toBe('booked');
   });
@@ -133,7 +133,7 @@ describe('status transitions', () => {
   it.each(transitions)('%s → %s answers %i (%s)', async (state, action, code, status) => {
     const { showId, id } = await bookingIn(state);
     const before = await storedStatus(id);
-    const response = await request(app).post(`/api/bookings/${id}/${action}`).expect(code);
+    const response = await request(app).post(`/api/bookings/${id}/${action}`).set(admin).expect(code);
     if (code === 200) {
       expect(response.body).toMatchObject({ id, status });
     } else {
@@ -152,16 +152,16 @@ describe('status transitions', () => {
 
   it('record why a booking was cancelled', async () => {
     const { id } = await bookingIn('confirmed');
-    const response = await request(app).post(`/api/bookings/${id}/cancel`).send({ reason: 'Flight cancelled' }).expect(200);
+    const response = await request(app).post(`/api/bookings/${id}/cancel`).set(admin).send({ reason: 'Flight cancelled' }).expect(200);
     expect(response.body.cancelReason).toBe('Flight cancelled');
   });
 
   it('answer 404 for a booking that does not exist and 400 for a malformed body', async () => {
-    await request(app).post('/api/bookings/00000000-0000-4000-8000-00000000abcd/confirm').expect(404);
-    await request(app).post('/api/bookings/00000000-0000-4000-8000-00000000abcd/cancel').expect(404);
+    await request(app).post('/api/bookings/00000000-0000-4000-8000-00000000abcd/confirm').set(admin).expect(404);
+    await request(app).post('/api/bookings/00000000-0000-4000-8000-00000000abcd/cancel').set(admin).expect(404);
     const { id } = await bookingIn('pending');
-    await request(app).post(`/api/bookings/${id}/confirm`).send({ paymentRef: 'x' }).expect(400);
-    await request(app).post(`/api/bookings/${id}/cancel`).send({ reason: '' }).expect(400);
+    await request(app).post(`/api/bookings/${id}/confirm`).set(admin).send({ paymentRef: 'x' }).expect(400);
+    await request(app).post(`/api/bookings/${id}/cancel`).set(admin).send({ reason: '' }).expect(400);
     expect(await storedStatus(id)).toBe('pending');
   });
 

@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import request from 'supertest';
 import { describe, expect, inject, it } from 'vitest';
 import { startSweeper } from '../src/sweeper.js';
-import { createShow, customer, serve, postJson, testApp, testPool, type Booking } from './support.js';
+import { admin, createShow, customer, serve, postJson, testApp, testPool, type Booking } from './support.js';
 
 const pool = testPool(30);
 const app = await testApp(pool, { heartbeatMs: 1_000 });
@@ -14,7 +14,7 @@ const server = serve(app);
 interface Message {
   id?: number;
   event?: string;
-  data?: { id: number; type: string; bookingId: string; seats: Array<{ label: string }> };
+  data?: { id: number; type: string; bookingId?: string; seats: Array<{ label: string }> };
   comment?: string;
 }
 
@@ -88,7 +88,9 @@ describe('the seat event stream', () => {
     const booking: Booking = (await book(show.id, ['Stalls-A-1', 'Stalls-A-2']).expect(201)).body;
     const [event] = await client.waitFor(1, 1_000);
     expect(Date.now() - started).toBeLessThan(1_000);
-    expect(event).toMatchObject({ event: 'booked', data: { type: 'booked', bookingId: booking.id } });
+    expect(event).toMatchObject({ event: 'booked', data: { type: 'booked' } });
+    // The public feed names seats, never bookings.
+    expect(event?.data).not.toHaveProperty('bookingId');
     expect(event?.data?.seats.map((seat) => seat.label)).toEqual(['Stalls-A-1', 'Stalls-A-2']);
     expect(event?.id).toBe(event?.data?.id);
     client.close();
@@ -103,8 +105,8 @@ describe('the seat event stream', () => {
     first.close();
 
     const hold: Booking = (await book(show.id, ['Stalls-B-1'], { hold: true }).expect(201)).body;
-    await request(app).post(`/api/bookings/${hold.id}/confirm`).expect(200);
-    await request(app).post(`/api/bookings/${hold.id}/cancel`).expect(200);
+    await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).expect(200);
+    await request(app).post(`/api/bookings/${hold.id}/cancel`).set(admin).expect(200);
     await sleep(200);
 
     const again = subscribe(show.id, seen?.id);
@@ -213,7 +215,7 @@ describe('the event history', () => {
     const labels = ['A-1', 'A-2', 'A-3', 'A-4', 'B-1', 'B-2', 'B-3'].map((l) => `Stalls-${l}`);
     for (const label of labels) {
       const hold: Booking = (await book(show.id, [label], { hold: true }).expect(201)).body;
-      await request(app).post(`/api/bookings/${hold.id}/confirm`).expect(200);
+      await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).expect(200);
     }
     await sleep(200);
     const all = await historyOf(show.id);

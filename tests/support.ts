@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import request from 'supertest';
 import { afterAll, beforeAll, inject } from 'vitest';
 import { makeApp } from '../src/app.js';
+import { defaultBookingLimits } from '../src/config.js';
 import { createPool } from '../src/db.js';
 import { SeatEventHub } from '../src/seat-events.js';
 
@@ -17,6 +18,12 @@ import type { components } from '../src/generated/api.js';
 export type NewShow = components['schemas']['NewShow'];
 export type ShowDetail = components['schemas']['ShowDetail'];
 export type Booking = components['schemas']['Booking'];
+export type CreatedBooking = components['schemas']['CreatedBooking'];
+
+/** The Authorization header of a booking's own routes. */
+export function owner(booking: { secret: string }): { Authorization: string } {
+  return { Authorization: `Bearer ${booking.secret}` };
+}
 export type SeatMap = components['schemas']['SeatMap'];
 
 /** A pool on the test database, ended when the file's tests are done. */
@@ -30,7 +37,10 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The Authorization header for admin operations. */
 export const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
-type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins'>>;
+type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits'>>;
+
+/** The service's booking limits without the hold limits, which the tests that prove them set. */
+export const unlimitedHolds = { ...defaultBookingLimits, holds: { seatsPerClient: 0, seatsPerEmail: 0, holdsPerClient: 0 } };
 
 /** The app with response validation on, and its event hub running until the file's tests end. */
 export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<express.Express> {
@@ -38,7 +48,7 @@ export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<
   const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
   await events.start();
   afterAll(() => events.stop());
-  return makeApp({ pool, logger, validateResponses: true, events, adminToken: ADMIN_TOKEN, ...options });
+  return makeApp({ pool, logger, validateResponses: true, events, adminToken: ADMIN_TOKEN, bookingLimits: unlimitedHolds, ...options });
 }
 
 let counter = 0;

@@ -105,7 +105,7 @@ describe('a trip', () => {
     const whole = await statuses(trip.id);
     expect([whole['Deck-1-1'], whole['Deck-1-2'], whole['Deck-1-3'], whole['Deck-1-4']]).toEqual(['booked', 'booked', 'held', 'held']);
 
-    await request(app).post(`/api/bookings/${cancelled.id}/cancel`).expect(200);
+    await request(app).post(`/api/bookings/${cancelled.id}/cancel`).set(admin).expect(200);
     await sleep(1100);
     const cd = await statuses(trip.id, 'C', 'D');
     expect([cd['Deck-1-1'], cd['Deck-1-2'], cd['Deck-1-3'], cd['Deck-1-4']]).toEqual(['available', 'available', 'available', 'held']);
@@ -120,9 +120,9 @@ describe('a trip', () => {
     const trip = await createTrip();
     const hold: Booking = (await book(trip.id, ['Deck-2-3'], 'A', 'B', { hold: true }).expect(201)).body;
     await book(trip.id, ['Deck-2-3'], 'B', 'C').expect(201);
-    await request(app).post(`/api/bookings/${hold.id}/confirm`).expect(200);
+    await request(app).post(`/api/bookings/${hold.id}/confirm`).set(admin).expect(200);
     await book(trip.id, ['Deck-2-3'], 'A', 'B').expect(409);
-    await request(app).post(`/api/bookings/${hold.id}/cancel`).expect(200);
+    await request(app).post(`/api/bookings/${hold.id}/cancel`).set(admin).expect(200);
     await book(trip.id, ['Deck-2-3'], 'A', 'B').expect(201);
   });
 

@@ -110,7 +110,10 @@ export interface paths {
          *       missed, in order, then the live feed, with no gap and no duplicate.
          *       Comment lines keep an idle stream alive through proxies.
          *     * Otherwise, the history as JSON, oldest first, a page at a time: pass
-         *       `nextAfter` as `after` for the next page. This is the show's audit log.
+         *       `nextAfter` as `after` for the next page.
+         *
+         *     Events name seats, never bookings or customers. With the admin token,
+         *     the JSON history also names each event's `bookingId`: the show's audit log.
          */
         get: operations["getShowEvents"];
         put?: never;
@@ -172,6 +175,13 @@ export interface paths {
          *     * **201**: the booking is `confirmed` (or `pending` for a hold).
          *     * **409**: the seats were not available; nothing was booked and the
          *       booking is kept as `failed`. The problem carries the failed booking.
+         *       Also 409, with nothing recorded: the show is not on sale now
+         *       (`sales-closed`: before `salesStartAt` or from `salesEndAt`), or a
+         *       hold would pass what one client or one customer email may hold
+         *       (`hold-limit-reached`, naming the limit).
+         *
+         *     The answer carries the booking's `secret`, given only here: reading,
+         *     confirming and cancelling the booking need it.
          *
          *     When many customers ask for the same seat at once, exactly one wins.
          *     Send an `Idempotency-Key` to retry safely: a retry with the same key
@@ -193,8 +203,12 @@ export interface paths {
         };
         /**
          * Get a booking
-         * @description A booking's status, seats, price and timestamps. Booking ids are random
-         *     UUIDs: knowing the id is what lets a customer read their booking.
+         * @description A booking's status, seats, price and timestamps, for whoever made it:
+         *     send its `secret` (from the answer that created it) as
+         *     `Authorization: Bearer <secret>`; the admin token also reads any
+         *     booking. Without a credential the answer is 401; with a wrong one it
+         *     is 404, exactly as for a booking that does not exist, so a booking id
+         *     alone reveals nothing.
          */
         get: operations["getBooking"];
         put?: never;
@@ -220,6 +234,7 @@ export interface paths {
          *     reference. A hold past its `expiresAt` can never be confirmed: it is
          *     `expired`, and the answer is a 409 problem. So is confirming a booking
          *     in any status but `pending`; the problem's `status` names the current one.
+         *     Needs the booking's secret (or the admin token), as `getBooking` does.
          */
         post: operations["confirmBooking"];
         delete?: never;
@@ -242,6 +257,7 @@ export interface paths {
          * @description Makes a `pending` or `confirmed` booking `cancelled` and frees its seats
          *     at once, recording when and why. Cancelling a booking in any other
          *     status (twice, or after it expired) is a 409 problem naming its status.
+         *     Needs the booking's secret (or the admin token), as `getBooking` does.
          */
         post: operations["cancelBooking"];
         delete?: never;
@@ -328,6 +344,17 @@ export interface components {
             appliedMigration?: string;
         };
         /**
+         * @description Text shown to people: at least one character that is not a space, and
+         *     no control characters or invisible marks that reorder the text around
+         *     them (bidirectional overrides, embeddings and isolates).
+         */
+        DisplayText: string;
+        /**
+         * Format: date-time
+         * @description An RFC 3339 date-time from 1970 up to the start of 9999 (UTC); others are a 400 problem.
+         */
+        Instant: string;
+        /**
          * @description A `show` happens in one place (cinema, theatre, concert); a `trip` travels (bus, train).
          * @enum {string}
          */
@@ -341,6 +368,16 @@ export interface components {
             venue: string;
             /** Format: date-time */
             startsAt: string;
+            /**
+             * Format: date-time
+             * @description When sales open; absent when they opened with the show's creation.
+             */
+            salesStartAt?: string;
+            /**
+             * Format: date-time
+             * @description When sales close (by default when the show starts); booking after it is a 409 `sales-closed` problem.
+             */
+            salesEndAt: string;
             /** @description ISO 4217 code of the currency of every price of this show. */
             currency: string;
             seatCount: number;
@@ -383,18 +420,18 @@ export interface components {
         /** @description A show or trip and its seat layout. */
         NewShow: {
             kind: components["schemas"]["ShowKind"];
-            name: string;
-            venue: string;
-            /**
-             * Format: date-time
-             * @description When the show starts; required for a show. A trip starts at its first stop's departure.
-             */
-            startsAt?: string;
+            name: components["schemas"]["DisplayText"];
+            venue: components["schemas"]["DisplayText"];
+            /** @description When the show starts; required for a show. A trip starts at its first stop's departure. */
+            startsAt?: components["schemas"]["Instant"];
+            /** @description When sales open (default at once). */
+            salesStartAt?: components["schemas"]["Instant"];
+            /** @description When sales close (default when the show starts). Must be after `salesStartAt`. */
+            salesEndAt?: components["schemas"]["Instant"];
             /** @description A trip's stops in order, each departing later than the one before. Not for a show. */
             stops?: {
-                name: string;
-                /** Format: date-time */
-                departsAt: string;
+                name: components["schemas"]["DisplayText"];
+                departsAt: components["schemas"]["Instant"];
             }[];
             /** @description ISO 4217 currency code. */
             currency: string;
@@ -467,8 +504,11 @@ export interface components {
             /** Format: uuid */
             showId: string;
             type: components["schemas"]["SeatEventType"];
-            /** Format: uuid */
-            bookingId: string;
+            /**
+             * Format: uuid
+             * @description Only in the admin's history (with the admin token); the public feed names seats, never bookings.
+             */
+            bookingId?: string;
             seats: components["schemas"]["SeatRef"][];
             /** @description For a trip, the stop the change starts at. */
             fromStop?: string | null;
@@ -515,17 +555,21 @@ export interface components {
             customer: components["schemas"]["NewCustomer"];
         } & (unknown | unknown | unknown);
         NewCustomer: {
-            name: string;
-            /** Format: email */
+            name: components["schemas"]["DisplayText"];
+            /**
+             * Format: email
+             * @description An address as mail systems take it: a dot-atom local part of at most
+             *     64 characters, and a domain name with at least two labels.
+             */
             email: string;
         };
         ConfirmBooking: {
             /** @description The payment that paid for the hold, as the payment provider names it. */
-            paymentReference?: string;
+            paymentReference?: components["schemas"]["DisplayText"];
         };
         CancelBooking: {
             /** @description Why the booking is cancelled. */
-            reason?: string;
+            reason?: components["schemas"]["DisplayText"];
         };
         /**
          * @description `pending`: a hold, until `expiresAt`. `confirmed`: the seats are the
@@ -589,6 +633,17 @@ export interface components {
             /** Format: date-time */
             cancelledAt?: string;
             cancelReason?: string;
+        };
+        /** @description A new booking and its secret. */
+        CreatedBooking: components["schemas"]["Booking"] & {
+            /**
+             * @description The booking's secret: reading, confirming and cancelling the
+             *     booking need it, as `Authorization: Bearer <secret>`. It is
+             *     given only here, in the answer that created the booking (and
+             *     in a replay of that request with the same `Idempotency-Key`);
+             *     the service stores only its hash. Keep it like a password.
+             */
+            secret: string;
         };
         /** @description The booking's status does not allow this change (a Problem naming the booking's current status). */
         TransitionProblem: {
@@ -663,6 +718,32 @@ export interface components {
             unavailableSeats?: components["schemas"]["SeatRef"][];
             booking: components["schemas"]["Booking"];
         };
+        /**
+         * @description The show is not on sale now (`sales-closed`, with its window), or a hold
+         *     would pass what one client or one email may hold (`hold-limit-reached`).
+         */
+        OnSaleProblem: {
+            /** Format: uri-reference */
+            type: string;
+            title: string;
+            status: number;
+            detail?: string;
+            /** Format: uri-reference */
+            instance?: string;
+            requestId?: string;
+            /** Format: date-time */
+            salesStartAt?: string;
+            /** Format: date-time */
+            salesEndAt?: string;
+            /**
+             * @description Which limit, `seats-per-client`, `seats-per-email` or `holds-per-client`.
+             * @enum {string}
+             */
+            limitScope?: "seats-per-client" | "seats-per-email" | "holds-per-client";
+            limit?: number;
+            /** @description What the client or email holds now. */
+            held?: number;
+        };
         /** @description A well-formed request that cannot be carried out (a Problem; `unknownSeats` names seats that are not in the show). */
         UnprocessableProblem: {
             /** Format: uri-reference */
@@ -695,13 +776,17 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The seats were not available. Nothing was booked; the failed booking is kept. */
-        BookingFailed: {
+        /**
+         * @description The seats were not available (nothing was booked; the failed booking is
+         *     kept), or the show is not on sale now, or a hold would pass a limit
+         *     (nothing is recorded).
+         */
+        BookingRefused: {
             headers: {
                 [name: string]: unknown;
             };
             content: {
-                "application/problem+json": components["schemas"]["BookingFailedProblem"];
+                "application/problem+json": components["schemas"]["BookingFailedProblem"] | components["schemas"]["OnSaleProblem"];
             };
         };
         /** @description The request is well-formed but cannot be carried out. Nothing was written. */
@@ -731,10 +816,10 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description No admin token was sent. */
+        /** @description No credential was sent (the admin token, or for a booking its secret). */
         Unauthorized: {
             headers: {
-                /** @description Bearer realm="admin" */
+                /** @description Bearer realm="admin", or realm="booking" on a booking's operations */
                 "WWW-Authenticate"?: string;
                 [name: string]: unknown;
             };
@@ -808,7 +893,7 @@ export interface components {
         Limit: number;
         /**
          * @description The `nextCursor` of the previous page.
-         * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZSJ9
+         * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZS02ZjNlLTRhNTctOWE1Mi0xZjBlMmI3ZDljMTEifQ
          */
         Cursor: string;
         /**
@@ -854,7 +939,7 @@ export interface operations {
                 limit?: components["parameters"]["Limit"];
                 /**
                  * @description The `nextCursor` of the previous page.
-                 * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZSJ9
+                 * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZS02ZjNlLTRhNTctOWE1Mi0xZjBlMmI3ZDljMTEifQ
                  */
                 cursor?: components["parameters"]["Cursor"];
                 /**
@@ -1078,7 +1163,7 @@ export interface operations {
                 limit?: number;
                 /**
                  * @description The `nextCursor` of the previous page.
-                 * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZSJ9
+                 * @example eyJzIjoiMjAyNi0xMi0wMVQxOTozMDowMCswMDowMCIsImkiOiIwYjZhM2MxZS02ZjNlLTRhNTctOWE1Mi0xZjBlMmI3ZDljMTEifQ
                  */
                 cursor?: components["parameters"]["Cursor"];
             };
@@ -1141,12 +1226,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Booking"];
+                    "application/json": components["schemas"]["CreatedBooking"];
                 };
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
-            409: components["responses"]["BookingFailed"];
+            409: components["responses"]["BookingRefused"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
@@ -1179,6 +1264,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             default: components["responses"]["Problem"];
         };
@@ -1222,6 +1308,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["InvalidTransition"];
             415: components["responses"]["UnsupportedMediaType"];
@@ -1268,6 +1355,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["InvalidTransition"];
             415: components["responses"]["UnsupportedMediaType"];
