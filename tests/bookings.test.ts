@@ -10,6 +10,7 @@ import {
   theatre,
   owner,
   type Booking,
+  type CreatedBooking,
   type SeatMap,
 } from './support.js';
 
@@ -34,7 +35,7 @@ describe('booking seats', () => {
       .post('/api/bookings')
       .send({ showId: show.id, seatLabels: ['Stalls-A-1', 'Stalls-B-1'], customer: who })
       .expect(201);
-    const booking: Booking = response.body;
+    const booking: CreatedBooking = response.body;
     expect(response.headers.location).toBe(`/api/bookings/${booking.id}`);
     expect(booking).toMatchObject({ showId: show.id, status: 'confirmed', customer: who, totalPrice: 7500, currency: 'EUR' });
     expect(booking.seats.map((seat) => [seat.label, seat.price])).toEqual([

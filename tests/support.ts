@@ -37,7 +37,7 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The Authorization header for admin operations. */
 export const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
 
-type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits'>>;
+type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits' | 'trustProxy'>>;
 
 /** The service's booking limits without the hold limits, which the tests that prove them set. */
 export const unlimitedHolds = { ...defaultBookingLimits, holds: { seatsPerClient: 0, seatsPerEmail: 0, holdsPerClient: 0 } };
