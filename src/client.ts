@@ -13,6 +13,15 @@ export interface BookingClientOptions {
   fetch?: typeof globalThis.fetch;
 }
 
+/**
+ * The headers of a booking's own operations (read, confirm, cancel): its
+ * secret, from the answer that created it.
+ *   api.GET('/api/bookings/{bookingId}', { params: { path: { bookingId } }, headers: bookingSecret(secret) })
+ */
+export function bookingSecret(secret: string): { Authorization: string } {
+  return { Authorization: `Bearer ${secret}` };
+}
+
 export function createBookingClient(baseUrl: string, options: BookingClientOptions = {}): Client<paths> {
   return createClient<paths>({
     baseUrl,

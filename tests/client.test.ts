@@ -1,6 +1,6 @@
 // The typed client against the running app: the contract's types end to end.
 import { expect, it } from 'vitest';
-import { createBookingClient } from '../src/client.js';
+import { bookingSecret, createBookingClient } from '../src/client.js';
 import { ADMIN_TOKEN, customer, serve, testApp, testPool, theatre } from './support.js';
 
 const pool = testPool(4);
@@ -22,7 +22,7 @@ it('creates a show, holds seats, confirms them and reads the seat map through th
 
   const confirmed = await api.POST('/api/bookings/{bookingId}/confirm', {
     params: { path: { bookingId } },
-    headers: { Authorization: `Bearer ${hold.data?.secret ?? ''}` },
+    headers: bookingSecret(hold.data?.secret ?? ''),
     body: { paymentReference: 'pay-1' },
   });
   expect(confirmed.data?.status).toBe('confirmed');
