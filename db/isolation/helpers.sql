@@ -69,3 +69,24 @@ as $$
   where bs.show_id = show and bs.active
   order by s.label, lower(bs.legs);
 $$;
+
+-- A hold of labels from one client address, under the given hold limits:
+-- its status, or the SQLSTATE and limit it ran into.
+create or replace function iso.hold_as(show uuid, labels text[], client text, limits jsonb)
+returns text
+language plpgsql volatile
+as $$
+declare
+  v_result jsonb;
+  v_detail text;
+begin
+  v_result := app.create_booking(jsonb_build_object(
+    'showId', show, 'seatLabels', to_jsonb(labels), 'hold', true,
+    'customer', jsonb_build_object('name', 'Isolation', 'email', client || '@example.com')),
+    null, 10, 600, 1800, client, limits);
+  return v_result->'booking'->>'status';
+exception when sqlstate 'HOLDL' then
+  get stacked diagnostics v_detail = pg_exception_detail;
+  return 'error HOLDL ' || (v_detail::jsonb ->> 'limitScope');
+end;
+$$;
