@@ -170,3 +170,25 @@ it('answers every mutated request of every operation without a 5xx, with problem
   expect(failures).toEqual([]);
   expect(cases).toBeGreaterThan(500);
 }, 240_000);
+
+it('refuses every operation that needs a credential when none is sent, before acting', async () => {
+  const show = await createShow(app);
+  const hold = (await request(app).post('/api/bookings').send({ showId: show.id, quantity: 1, hold: true, customer: customer() }).expect(201)).body;
+  const ids: Record<string, string> = { showId: show.id, bookingId: hold.id };
+  const guarded: string[] = [];
+  for (const [template, methods] of Object.entries(spec.paths)) {
+    for (const [method, operation] of Object.entries(methods)) {
+      // An operation with an empty requirement ({}) is open to anyone.
+      const security = operation.security ?? [];
+      if (!security.length || security.some((requirement) => Object.keys(requirement as object).length === 0)) continue;
+      const url = template.replace(/\{(\w+)\}/g, (_m, name: string) => ids[name] ?? '');
+      const response = await request(app)[method as 'get'](url).set('Content-Type', 'application/json').send(method === 'post' ? '{}' : undefined);
+      expect(response.status, `${operation.operationId} without a credential`).toBe(401);
+      expect(response.headers['www-authenticate']).toMatch(/^Bearer realm=/);
+      guarded.push(operation.operationId);
+    }
+  }
+  expect(guarded.sort()).toEqual(['cancelBooking', 'confirmBooking', 'createShow', 'getBooking', 'getMetrics', 'listShowBookings']);
+  const { rows } = await pool.query<{ status: string }>('select status::text from app.bookings where id = $1', [hold.id]);
+  expect(rows[0]?.status).toBe('pending');
+});
