@@ -129,7 +129,7 @@ export function makeApp({
   app.use(operationRoutes(pool, metrics));
   app.use(showRoutes(pool, validateResponses));
   const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
-  app.use(showEventRoutes(pool, events, streamOptions, metrics.streamsDropped));
+  app.use(showEventRoutes(pool, events, streamOptions, { dropped: metrics.streamsDropped, logger }));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));

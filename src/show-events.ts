@@ -4,6 +4,7 @@
 // streams are capped per client address and per process.
 import { Router, type Request } from 'express';
 import type pg from 'pg';
+import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import type { StreamLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
@@ -86,7 +87,13 @@ function streamSlots({ maxPerClient, maxTotal }: StreamLimits): (client: string)
   };
 }
 
-export function showEventRoutes(pool: pg.Pool, hub: SeatEventHub, options: StreamOptions, dropped: Counter): Router {
+/** Where dropped streams are counted and logged. */
+export interface StreamReports {
+  dropped: Counter;
+  logger: Logger;
+}
+
+export function showEventRoutes(pool: pg.Pool, hub: SeatEventHub, options: StreamOptions, { dropped, logger }: StreamReports): Router {
   const router = Router();
   const takeSlot = streamSlots(options);
 
@@ -157,7 +164,11 @@ export function showEventRoutes(pool: pg.Pool, hub: SeatEventHub, options: Strea
       const unsent = res.writableLength;
       if (unsent > options.maxBufferBytes) {
         dropped.inc();
-        req.log.info({ showId, unsentBytes: unsent, maxBufferBytes: options.maxBufferBytes }, 'event stream dropped: its client is not taking its events');
+        // The process's logger, not the request's: that one carries the client's address.
+        logger.info(
+          { requestId: String(req.id), showId, unsentBytes: unsent, maxBufferBytes: options.maxBufferBytes },
+          'event stream dropped: its client is not taking its events',
+        );
         close(true);
         return false;
       }

@@ -14,7 +14,9 @@ import { SeatEventHub } from '../src/seat-events.js';
 import { admin, ADMIN_TOKEN, createShow, customer, serve, testPool, theatre, type Booking } from './support.js';
 
 const pool = testPool(20);
-const logger = pino({ level: 'silent' });
+// Kept, to read what a dropped stream logs.
+const logLines: string[] = [];
+const logger = pino({ level: 'info' }, { write: (line: string) => void logLines.push(line) });
 const hub = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
 await hub.start();
 afterAll(() => hub.stop());
@@ -188,6 +190,11 @@ describe('a client that does not read', () => {
     }
     expect(hub.subscriberCount).toBe(1);
     expect(await droppedStreams()).toBe(droppedBefore + 1);
+    // Logged at info with the show, and nothing of the client's.
+    const logged = logLines.filter((line) => line.includes('event stream dropped'));
+    expect(logged).toHaveLength(1);
+    expect(JSON.parse(logged[0] ?? '{}')).toMatchObject({ level: 30, showId, maxBufferBytes: 65_536 });
+    expect(logged[0]).not.toMatch(/127\.0\.0\.1|remoteAddress|headers/);
     // Dropped before 16 MB were sent its way: the bound, not the end of the test, ended it.
     expect(appended).toBeLessThan(4_000);
 
