@@ -276,6 +276,8 @@ const service = await startLiveService({
   ADMIN_TOKEN,
   // The load generator is one client: no per-client booking limit.
   RATE_LIMIT_BOOKINGS: '0',
+  // Nor a per-client cap on streams: the fan-out's subscribers share its address.
+  SSE_MAX_STREAMS_PER_CLIENT: '0',
 });
 const db = new pg.Pool({ connectionString: service.databaseUrl, max: 4 });
 let failed = false;

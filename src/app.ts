@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
-import { defaultBookingLimits, type BookingLimits } from './config.js';
+import { defaultBookingLimits, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
@@ -32,6 +32,8 @@ export interface AppDeps {
   events: SeatEventHub;
   /** How often an idle event stream gets a keep-alive comment. */
   heartbeatMs?: number;
+  /** Unsent bytes per event stream, and the caps on streams (off unless given). */
+  streams?: Partial<StreamLimits>;
   /** The admin bearer token for creating shows and reading metrics. */
   adminToken: string;
   /** Origins allowed to call the API from a browser. */
@@ -54,6 +56,7 @@ export function makeApp({
   bookingLimits = defaultBookingLimits,
   events,
   heartbeatMs = 15_000,
+  streams = {},
   adminToken,
   corsOrigins = [],
   rateLimit: limits = { max: 0, windowMs: 60_000 },
@@ -132,7 +135,8 @@ export function makeApp({
   );
   app.use(operationRoutes(pool, metrics));
   app.use(showRoutes(pool, validateResponses));
-  app.use(showEventRoutes(pool, events, heartbeatMs, adminViewer(adminToken)));
+  const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
+  app.use(showEventRoutes(pool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken)));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));

@@ -19,6 +19,7 @@ export interface Config {
   sequenceIntervalMs: number;
   /** How often an idle event stream gets a keep-alive comment. */
   heartbeatMs: number;
+  streams: StreamLimits;
   /** Bearer token for admin operations; absent in development means "generate one". */
   adminToken: string | undefined;
   /** Origins allowed to call the API from a browser; empty: no CORS headers. */
@@ -55,6 +56,21 @@ export interface HoldLimits {
   /** Live holds one client address may have, over all shows. */
   holdsPerClient: number;
 }
+
+export interface StreamLimits {
+  /** Unsent bytes past which an event stream's client counts as not keeping up, and is dropped. */
+  maxBufferBytes: number;
+  /** Open event streams per client address; 0: no cap. */
+  maxPerClient: number;
+  /** Open event streams in the process; 0: no cap. */
+  maxTotal: number;
+}
+
+export const defaultStreamLimits: StreamLimits = {
+  maxBufferBytes: 256 * 1024,
+  maxPerClient: 10,
+  maxTotal: 1000,
+};
 
 export interface BookingLimits {
   maxSeatsPerBooking: number;
@@ -122,6 +138,12 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
     sequenceIntervalMs: integer(env, 'EVENTS_INTERVAL_MS', 100, 10, 10_000),
     heartbeatMs: integer(env, 'SSE_HEARTBEAT_MS', 15_000, 1_000, 300_000),
+    streams: {
+      // Below a socket's own high-water mark, a client that reads would be dropped whenever a write waits.
+      maxBufferBytes: integer(env, 'SSE_MAX_BUFFER_BYTES', defaultStreamLimits.maxBufferBytes, 16_384, 64 * 1024 * 1024),
+      maxPerClient: integer(env, 'SSE_MAX_STREAMS_PER_CLIENT', defaultStreamLimits.maxPerClient, 0, 100_000),
+      maxTotal: integer(env, 'SSE_MAX_STREAMS', defaultStreamLimits.maxTotal, 0, 100_000),
+    },
     adminToken: readAdminToken(env, nodeEnv),
     corsOrigins: readOrigins(env),
     rateLimit: {

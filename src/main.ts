@@ -60,6 +60,7 @@ const app = makeApp({
   bookingLimits: config.bookingLimits,
   events,
   heartbeatMs: config.heartbeatMs,
+  streams: config.streams,
   adminToken,
   corsOrigins: config.corsOrigins,
   rateLimit: config.rateLimit,

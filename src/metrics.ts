@@ -1,5 +1,5 @@
 // Prometheus metrics: request latency per route, booking outcomes, the
-// database pool, and event stream subscribers.
+// database pool, event stream subscribers and the streams dropped as too slow.
 import type { RequestHandler } from 'express';
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -8,6 +8,8 @@ import type { SeatEventHub } from './seat-events.js';
 export interface Metrics {
   registry: Registry;
   bookings: Counter<'outcome'>;
+  /** Event streams ended because their client did not take what it was sent. */
+  streamsDropped: Counter;
   /** Records each request's latency under its contract route. */
   middleware: RequestHandler;
 }
@@ -54,6 +56,11 @@ export function createMetrics(pool: pg.Pool, events: SeatEventHub): Metrics {
       this.set(events.subscriberCount);
     },
   });
+  const streamsDropped = new Counter({
+    name: 'seat_event_streams_dropped_total',
+    help: 'Event streams ended because their client left more unsent than the bound',
+    registers: [registry],
+  });
   const middleware: RequestHandler = (req, res, next) => {
     const end = latency.startTimer();
     res.on('finish', () => {
@@ -63,5 +70,5 @@ export function createMetrics(pool: pg.Pool, events: SeatEventHub): Metrics {
     });
     next();
   };
-  return { registry, bookings, middleware };
+  return { registry, bookings, streamsDropped, middleware };
 }

@@ -31,6 +31,7 @@ export const problemTypes = {
   'invalid-layout': { status: 422, title: 'The seat layout is not consistent' },
   'idempotency-key-reused': { status: 422, title: 'The Idempotency-Key belongs to another request' },
   'rate-limited': { status: 429, title: 'Too many requests' },
+  'too-many-streams': { status: 429, title: 'Too many event streams from this client' },
   'internal-error': { status: 500, title: 'Something went wrong on our side' },
   'service-unavailable': { status: 503, title: 'The service is temporarily unavailable' },
 } as const satisfies Record<string, { status: number; title: string }>;

@@ -18,11 +18,19 @@ const sequenceEvents = statement('sequence_events', 'select app.sequence_events(
 
 const PAGE = 500;
 
+/** Where a subscriber's events go: an event stream, which may take them slowly. */
+export interface SeatEventSink {
+  /** Sends events in order; false when the client has not taken all it was sent yet. */
+  send(events: readonly SeatEvent[]): boolean;
+  /** Resolves true once the client has taken what it was sent, false when it is gone. */
+  drained(): Promise<boolean>;
+}
+
 interface Subscriber {
   lastSent: number;
-  /** Live events that arrive while the subscriber is still catching up. */
-  pending: SeatEvent[] | null;
-  send(event: SeatEvent): void;
+  /** False while catching up from the database; the feed skips it meanwhile. */
+  live: boolean;
+  sink: SeatEventSink;
 }
 
 interface ShowFeed {
@@ -71,11 +79,12 @@ export class SeatEventHub {
   }
 
   /**
-   * Sends a show's events to `send`: first every event after `after` (when
-   * given), then the live feed, with no gap and no duplicate at the seam.
-   * Without `after`, only events from now on. Returns the unsubscribe function.
+   * Sends a show's events after position `after` to `sink`: first those
+   * already sequenced, a page at a time at the pace the client takes them,
+   * then the live feed, with no gap and no duplicate at the seam. Returns the
+   * unsubscribe function.
    */
-  async subscribe(showId: string, after: number | undefined, send: (event: SeatEvent) => void): Promise<() => void> {
+  async subscribe(showId: string, after: number, sink: SeatEventSink): Promise<() => void> {
     let feed = this.feeds.get(showId);
     if (!feed) {
       // Marked as reading until its tail is known; a cue that arrives
@@ -90,29 +99,28 @@ export class SeatEventHub {
       if (created.again) void this.read(showId);
       feed = created;
     }
-    const subscriber: Subscriber = { lastSent: 0, pending: [], send };
+    const subscriber: Subscriber = { lastSent: after, live: false, sink };
     feed.subscribers.add(subscriber);
+    let subscribed = true;
     const unsubscribe = () => {
+      subscribed = false;
       const current = this.feeds.get(showId);
       current?.subscribers.delete(subscriber);
       if (current && current.subscribers.size === 0) this.feeds.delete(showId);
     };
     try {
-      // Registered first, then caught up: whatever the feed delivers meanwhile
-      // waits in `pending`, and is sent only if it is newer than the catch-up.
-      if (after === undefined) {
-        subscriber.lastSent = (await callJson<number>(this.pool, lastPosition, [showId])) ?? 0;
-      } else {
-        subscriber.lastSent = after;
-        for (;;) {
-          const page = (await callJson<SeatEvent[]>(this.pool, showEvents, [showId, subscriber.lastSent, PAGE])) ?? [];
-          for (const event of page) this.deliver(subscriber, event, true);
-          if (page.length < PAGE) break;
-        }
+      // The feed has delivered everything up to its tail, and the database
+      // holds all of it: read from there until the subscriber reaches the
+      // tail, then it is live. Nothing waits in memory for a slow client:
+      // the next page is read only once it has taken the last.
+      while (subscribed && subscriber.lastSent < feed.tail) {
+        const page = (await callJson<SeatEvent[]>(this.pool, showEvents, [showId, subscriber.lastSent, PAGE])) ?? [];
+        const last = page.at(-1);
+        if (!last || !subscribed) break;
+        subscriber.lastSent = last.id;
+        if (!sink.send(page) && !(await sink.drained())) break;
       }
-      const pending = subscriber.pending ?? [];
-      subscriber.pending = null;
-      for (const event of pending) this.deliver(subscriber, event, true);
+      subscriber.live = true;
     } catch (error) {
       unsubscribe();
       throw error;
@@ -138,14 +146,14 @@ export class SeatEventHub {
     await listener?.end().catch(() => {});
   }
 
-  private deliver(subscriber: Subscriber, event: SeatEvent, direct = false): void {
-    if (subscriber.pending && !direct) {
-      subscriber.pending.push(event);
-      return;
-    }
-    if (event.id <= subscriber.lastSent) return;
-    subscriber.lastSent = event.id;
-    subscriber.send(event);
+  private deliver(subscriber: Subscriber, page: readonly SeatEvent[]): void {
+    if (!subscriber.live) return;
+    // Usually the whole page: the same array for every subscriber.
+    const fresh = (page[0]?.id ?? 0) > subscriber.lastSent ? page : page.filter((event) => event.id > subscriber.lastSent);
+    const last = fresh.at(-1);
+    if (!last) return;
+    subscriber.lastSent = last.id;
+    subscriber.sink.send(fresh);
   }
 
   private async listen(): Promise<void> {
@@ -194,9 +202,10 @@ export class SeatEventHub {
       do {
         feed.again = false;
         const page = (await callJson<SeatEvent[]>(this.pool, showEvents, [showId, feed.tail, PAGE])) ?? [];
-        for (const event of page) {
-          feed.tail = Math.max(feed.tail, event.id);
-          for (const subscriber of feed.subscribers) this.deliver(subscriber, event);
+        const last = page.at(-1);
+        if (last) {
+          feed.tail = Math.max(feed.tail, last.id);
+          for (const subscriber of feed.subscribers) this.deliver(subscriber, page);
         }
         if (page.length === PAGE) feed.again = true;
       } while (feed.again && this.feeds.get(showId) === feed);

@@ -109,11 +109,22 @@ export interface paths {
          *       that reconnects with `Last-Event-ID` first receives every event it
          *       missed, in order, then the live feed, with no gap and no duplicate.
          *       Comment lines keep an idle stream alive through proxies.
+         *       A stream holds only a bounded amount for its client: a client that
+         *       does not take its events (more than `SSE_MAX_BUFFER_BYTES` unsent,
+         *       256 KiB by default) is disconnected, and resumes by reconnecting
+         *       with `Last-Event-ID`. Each client address may keep a few streams
+         *       open at once (`SSE_MAX_STREAMS_PER_CLIENT`, a 429
+         *       `too-many-streams` beyond), and each instance serves a bounded
+         *       number (`SSE_MAX_STREAMS`, a 503 beyond); both come with
+         *       `Retry-After`, before the stream starts.
          *     * Otherwise, the history as JSON, oldest first, a page at a time: pass
          *       `nextAfter` as `after` for the next page.
          *
          *     Events name seats, never bookings or customers. With the admin token,
          *     the JSON history also names each event's `bookingId`: the show's audit log.
+         *
+         *     An `after` or `Last-Event-ID` beyond the show's newest event is a 400:
+         *     no such event exists to continue from.
          */
         get: operations["getShowEvents"];
         put?: never;
@@ -847,6 +858,28 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description This client address has as many event streams open as it may; end one, or retry after `Retry-After` seconds. */
+        TooManyStreams: {
+            headers: {
+                /** @description Seconds to wait before opening another stream. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description This instance serves as many event streams as it may; retry after `Retry-After` seconds. */
+        StreamsFull: {
+            headers: {
+                /** @description Seconds to wait before opening a stream again. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The request body is larger than the service accepts. */
         PayloadTooLarge: {
             headers: {
@@ -1105,7 +1138,7 @@ export interface operations {
         parameters: {
             query?: {
                 /**
-                 * @description Only events after this event id.
+                 * @description Only events after this event id, at most the show's newest.
                  * @example 40
                  */
                 after?: number;
@@ -1117,7 +1150,7 @@ export interface operations {
             };
             header?: {
                 /**
-                 * @description With the stream, the id of the last event the client received.
+                 * @description With the stream, the id of the last event the client received, at most the show's newest.
                  * @example 41
                  */
                 "Last-Event-ID"?: string;
@@ -1145,6 +1178,8 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyStreams"];
+            503: components["responses"]["StreamsFull"];
             default: components["responses"]["Problem"];
         };
     };
