@@ -100,12 +100,9 @@ describe('rate limiting of booking creation', () => {
 });
 
 describe('operations', () => {
-  it('reports health and readiness with migrations current', async () => {
+  it('reports health, and readiness as up or down without saying more', async () => {
     await request(app).get('/health').expect(200, { status: 'ok' });
-    const ready = await request(app).get('/ready').expect(200);
-    expect(ready.body.status).toBe('ready');
-    expect(ready.body.appliedMigration).toBe(ready.body.expectedMigration);
-    expect(ready.body.expectedMigration).toMatch(/^\d{6}\.sql$/);
+    await request(app).get('/ready').expect(200, { status: 'ready' });
   });
 
   it('serves Prometheus metrics to the admin: latency per route, booking outcomes, the pool', async () => {

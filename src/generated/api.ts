@@ -281,7 +281,8 @@ export interface paths {
          * Check that the service can take traffic
          * @description 200 when the database answers and has every migration of this version
          *     of the service applied; 503 otherwise, so a load balancer or a deploy
-         *     waits for it.
+         *     waits for it. The answer says only which; the reason is in the
+         *     service's log.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -317,15 +318,10 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Up or down, and nothing about why. */
         Readiness: {
             /** @enum {string} */
             status: "ready" | "unavailable";
-            /** @enum {string} */
-            database: "up" | "unreachable";
-            /** @description The newest migration this version of the service ships. */
-            expectedMigration: string;
-            /** @description The newest migration the database has applied. */
-            appliedMigration?: string;
         };
         /**
          * @description A `show` happens in one place (cinema, theatre, concert); a `trip` travels (bus, train).
@@ -1322,6 +1318,8 @@ export interface operations {
             /** @description Not ready; retry after the `Retry-After` seconds. */
             503: {
                 headers: {
+                    /** @description Seconds to wait before asking again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
