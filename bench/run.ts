@@ -274,8 +274,10 @@ async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, sub
 const service = await startLiveService({
   NODE_ENV: 'production',
   ADMIN_TOKEN,
-  // The load generator is one client: no per-client booking limit.
+  METRICS_TOKEN: 'bench-metrics-token-0123456789',
+  // The load generator is one client: no per-client limits.
   RATE_LIMIT_BOOKINGS: '0',
+  RATE_LIMIT_READS: '0',
 });
 const db = new pg.Pool({ connectionString: service.databaseUrl, max: 4 });
 let failed = false;

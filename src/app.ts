@@ -4,7 +4,6 @@ import { randomUUID } from 'node:crypto';
 import cors from 'cors';
 import express from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
-import { rateLimit } from 'express-rate-limit';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -15,7 +14,8 @@ import { defaultBookingLimits, type BookingLimits } from './config.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
-import { notFound, problemHandler, ProblemError } from './problem.js';
+import { notFound, problemHandler } from './problem.js';
+import { postgresLimiter } from './rate-limits.js';
 import type { SeatEventHub } from './seat-events.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
@@ -32,14 +32,22 @@ export interface AppDeps {
   events: SeatEventHub;
   /** How often an idle event stream gets a keep-alive comment. */
   heartbeatMs?: number;
-  /** The admin bearer token for creating shows and reading metrics. */
+  /** The admin bearer token for creating shows and listing bookings. */
   adminToken: string;
+  /** The bearer token that scrapes /metrics; the admin token does not. */
+  metricsToken: string;
   /** Origins allowed to call the API from a browser. */
   corsOrigins?: string[];
-  /** Booking creations per client per window; max 0 turns it off. */
-  rateLimit?: { max: number; windowMs: number };
+  /**
+   * Booking creations (max) and reads of shows, seat maps and events (reads)
+   * per client per window, counted in the database for all instances; 0
+   * turns a limit off.
+   */
+  rateLimit?: { max: number; windowMs: number; reads?: number };
   /** Proxy hops whose X-Forwarded-For is trusted for the client address. */
   trustProxy?: number;
+  /** A header with the client's address, set by a trusted edge; see client-address.ts. */
+  clientAddressHeader?: string;
 }
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
@@ -55,9 +63,11 @@ export function makeApp({
   events,
   heartbeatMs = 15_000,
   adminToken,
+  metricsToken,
   corsOrigins = [],
   rateLimit: limits = { max: 0, windowMs: 60_000 },
   trustProxy = 0,
+  clientAddressHeader,
 }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -93,23 +103,14 @@ export function makeApp({
   }
   // Cheap refusals first: credentials and rate limits before body parsing.
   app.post('/api/shows', admin);
-  app.get('/metrics', admin);
+  app.get('/metrics', requireAdmin(metricsToken, 'metrics'));
   app.get('/api/shows/:showId/bookings', admin);
+  const limiter = { windowMs: limits.windowMs, connection: pool.options, clientAddressHeader };
   if (limits.max > 0) {
-    app.post(
-      '/api/bookings',
-      rateLimit({
-        windowMs: limits.windowMs,
-        limit: limits.max,
-        standardHeaders: 'draft-8',
-        legacyHeaders: false,
-        handler: (_req, res, next) => {
-          // express-rate-limit has set Retry-After to the window's remaining seconds.
-          const seconds = String(res.getHeader('Retry-After') ?? Math.ceil(limits.windowMs / 1000));
-          next(new ProblemError('rate-limited', `At most ${limits.max} bookings per ${limits.windowMs / 1000} s from one client`, {}, { 'Retry-After': seconds }));
-        },
-      }),
-    );
+    app.post('/api/bookings', postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' }));
+  }
+  if (limits.reads) {
+    app.get(['/api/shows', '/api/shows/*rest'], postgresLimiter({ ...limiter, name: 'reads', limit: limits.reads, what: 'reads of shows' }));
   }
   app.use(express.json({ limit: bodyLimit }));
   app.use(

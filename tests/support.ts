@@ -29,8 +29,11 @@ export function testPool(max = 10): pg.Pool {
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The Authorization header for admin operations. */
 export const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+export const METRICS_TOKEN = 'test-metrics-token-0123456789';
+/** The Authorization header for scraping /metrics. */
+export const scraper = { Authorization: `Bearer ${METRICS_TOKEN}` };
 
-type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins'>>;
+type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'trustProxy' | 'clientAddressHeader'>>;
 
 /** The app with response validation on, and its event hub running until the file's tests end. */
 export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<express.Express> {
@@ -38,7 +41,7 @@ export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<
   const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
   await events.start();
   afterAll(() => events.stop());
-  return makeApp({ pool, logger, validateResponses: true, events, adminToken: ADMIN_TOKEN, ...options });
+  return makeApp({ pool, logger, validateResponses: true, events, adminToken: ADMIN_TOKEN, metricsToken: METRICS_TOKEN, ...options });
 }
 
 let counter = 0;

@@ -9,7 +9,7 @@ import { SeatEventHub } from '../src/seat-events.js';
 
 const pool = createPool({ connectionString: `postgres://nobody:nothing@127.0.0.1:${await freePort()}/none`, max: 2 });
 const logger = pino({ level: 'silent' });
-const app = makeApp({ pool, logger, validateResponses: true, events: new SeatEventHub(pool, logger), adminToken: 'unused-admin-token-0123' });
+const app = makeApp({ pool, logger, validateResponses: true, events: new SeatEventHub(pool, logger), adminToken: 'unused-admin-token-0123', metricsToken: 'unused-metrics-token-0123' });
 
 it('answers 503 with Retry-After when the database cannot be reached', async () => {
   const response = await request(app).get('/api/shows').expect(503);

@@ -303,7 +303,8 @@ export interface paths {
         /**
          * Read the service's metrics
          * @description Prometheus metrics: request latency per route, booking outcomes, the
-         *     database pool, open event streams, and the process. Needs the admin token.
+         *     database pool, open event streams, and the process. Needs the metrics
+         *     token; the admin token is not accepted.
          */
         get: operations["getMetrics"];
         put?: never;
@@ -758,6 +759,17 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description Too many reads of shows from this client; retry after `Retry-After` seconds. */
+        ReadsRateLimited: {
+            headers: {
+                /** @description Seconds until the client may read again. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The request body is larger than the service accepts. */
         PayloadTooLarge: {
             headers: {
@@ -885,6 +897,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -947,6 +960,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1009,6 +1023,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1056,6 +1071,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1103,6 +1119,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
