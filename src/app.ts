@@ -1,16 +1,15 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
-import { randomUUID } from 'node:crypto';
 import cors from 'cors';
 import express from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { pinoHttp } from 'pino-http';
 import { requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, type BookingLimits } from './config.js';
+import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
@@ -52,8 +51,6 @@ export interface AppDeps {
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
 
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
-
 export function makeApp({
   pool,
   logger,
@@ -76,19 +73,7 @@ export function makeApp({
   app.set('trust proxy', trustProxy);
   const metrics = createMetrics(pool, events);
   const admin = requireAdmin(adminToken);
-  app.use(
-    pinoHttp({
-      logger,
-      // Honour a caller's request id when it is a sane one; echo it back.
-      genReqId(req, res) {
-        const incoming = req.headers['x-request-id'];
-        const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
-      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
-    }),
-  );
+  app.use(httpLogger(logger));
   app.use(metrics.middleware);
   app.use(docsRoutes(apiSpecPath));
   app.use(helmet());

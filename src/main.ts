@@ -6,6 +6,7 @@ import { pino } from 'pino';
 import { makeApp } from './app.js';
 import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
+import { loggerOptions, prettyTransport } from './logging.js';
 import type { EmbeddedDatabase } from './embedded-postgres.js';
 import { projectRoot } from './paths.js';
 import { prepareRateLimitStore } from './rate-limits.js';
@@ -22,8 +23,8 @@ try {
 }
 
 const logger = pino({
-  level: config.logLevel,
-  ...(config.nodeEnv === 'production' ? {} : { transport: { target: 'pino-pretty', options: { colorize: true } } }),
+  ...loggerOptions(config.logLevel),
+  ...(config.nodeEnv === 'production' ? {} : { transport: prettyTransport }),
 });
 
 let embedded: EmbeddedDatabase | undefined;
