@@ -274,8 +274,10 @@ async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, sub
 const service = await startLiveService({
   NODE_ENV: 'production',
   ADMIN_TOKEN,
-  // The load generator is one client: no per-client booking limit.
+  METRICS_TOKEN: 'bench-metrics-token-0123456789',
+  // The load generator is one client: no per-client limits.
   RATE_LIMIT_BOOKINGS: '0',
+  RATE_LIMIT_READS: '0',
   // Nor a per-client cap on streams: the fan-out's subscribers share its address.
   SSE_MAX_STREAMS_PER_CLIENT: '0',
 });

@@ -7,7 +7,7 @@ import { startLiveService } from '../bench/live-service.js';
 import { projectRoot } from '../src/migrate.js';
 
 const ADMIN_TOKEN = 'postman-admin-token-0123456789';
-const service = await startLiveService({ NODE_ENV: 'development', ADMIN_TOKEN, RATE_LIMIT_BOOKINGS: '0' });
+const service = await startLiveService({ NODE_ENV: 'development', ADMIN_TOKEN, RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0' });
 let code = 1;
 try {
   code = await new Promise<number>((resolve) => {

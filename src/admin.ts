@@ -1,5 +1,6 @@
-// Credentials: the admin bearer token, compared in constant time, and the
-// bearer credential of a booking's own routes (its secret, or the admin token).
+// Credentials, each a bearer token compared in constant time: the admin
+// token, /metrics' own scrape token, and a booking's secret (or the admin
+// token) on that booking's routes.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import { ProblemError } from './problem.js';
@@ -28,12 +29,13 @@ export function tokenMatcher(token: string): (credential: string) => boolean {
   return (credential) => timingSafeEqual(digest(credential), expected);
 }
 
-export function requireAdmin(token: string): RequestHandler {
+/** Refuses a request without the token (401) or with another one (403); `realm` names the token. */
+export function requireAdmin(token: string, realm = 'admin'): RequestHandler {
   const isAdmin = tokenMatcher(token);
   return (req, _res, next) => {
     const credential = bearer(req);
-    if (!credential) throw missing('admin', 'the admin token', 'token');
-    if (!isAdmin(credential)) throw new ProblemError('forbidden', 'The admin token is not valid');
+    if (!credential) throw missing(realm, `the ${realm} token`, 'token');
+    if (!isAdmin(credential)) throw new ProblemError('forbidden', `The ${realm} token is not valid`);
     next();
   };
 }

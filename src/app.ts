@@ -1,21 +1,20 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
-import { randomUUID } from 'node:crypto';
 import cors from 'cors';
 import express from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
-import { rateLimit } from 'express-rate-limit';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { pinoHttp } from 'pino-http';
 import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
+import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
-import { notFound, problemHandler, ProblemError } from './problem.js';
+import { notFound, problemHandler } from './problem.js';
+import { postgresLimiter } from './rate-limits.js';
 import type { SeatEventHub } from './seat-events.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
@@ -34,19 +33,25 @@ export interface AppDeps {
   heartbeatMs?: number;
   /** Unsent bytes per event stream, and the caps on streams (off unless given). */
   streams?: Partial<StreamLimits>;
-  /** The admin bearer token for creating shows and reading metrics. */
+  /** The admin bearer token for creating shows, listing bookings and reading any booking. */
   adminToken: string;
+  /** The bearer token that scrapes /metrics; the admin token does not. */
+  metricsToken: string;
   /** Origins allowed to call the API from a browser. */
   corsOrigins?: string[];
-  /** Booking creations per client per window; max 0 turns it off. */
-  rateLimit?: { max: number; windowMs: number };
+  /**
+   * Booking creations (max) and reads of shows, seat maps and events (reads)
+   * per client per window, counted in the database for all instances; 0
+   * turns a limit off.
+   */
+  rateLimit?: { max: number; windowMs: number; reads?: number };
   /** Proxy hops whose X-Forwarded-For is trusted for the client address. */
   trustProxy?: number;
+  /** A header with the client's address, set by a trusted edge; see client-address.ts. */
+  clientAddressHeader?: string;
 }
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
-
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 export function makeApp({
   pool,
@@ -58,9 +63,11 @@ export function makeApp({
   heartbeatMs = 15_000,
   streams = {},
   adminToken,
+  metricsToken,
   corsOrigins = [],
   rateLimit: limits = { max: 0, windowMs: 60_000 },
   trustProxy = 0,
+  clientAddressHeader,
 }: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
@@ -69,19 +76,7 @@ export function makeApp({
   app.set('trust proxy', trustProxy);
   const metrics = createMetrics(pool, events);
   const admin = requireAdmin(adminToken);
-  app.use(
-    pinoHttp({
-      logger,
-      // Honour a caller's request id when it is a sane one; echo it back.
-      genReqId(req, res) {
-        const incoming = req.headers['x-request-id'];
-        const id = typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
-        res.setHeader('X-Request-Id', id);
-        return id;
-      },
-      customLogLevel: (_req, res, error) => (error || res.statusCode >= 500 ? 'error' : 'info'),
-    }),
-  );
+  app.use(httpLogger(logger));
   app.use(metrics.middleware);
   app.use(docsRoutes(apiSpecPath));
   app.use(helmet());
@@ -96,7 +91,7 @@ export function makeApp({
   }
   // Cheap refusals first: credentials and rate limits before body parsing.
   app.post('/api/shows', admin);
-  app.get('/metrics', admin);
+  app.get('/metrics', requireAdmin(metricsToken, 'metrics'));
   app.get('/api/shows/:showId/bookings', admin);
   // A booking's own routes need its secret (or the admin token): a request
   // without any credential is refused before its body is read.
@@ -105,21 +100,12 @@ export function makeApp({
     bookingAccess(req);
     next();
   });
+  const limiter = { windowMs: limits.windowMs, connection: pool.options, clientAddressHeader };
   if (limits.max > 0) {
-    app.post(
-      '/api/bookings',
-      rateLimit({
-        windowMs: limits.windowMs,
-        limit: limits.max,
-        standardHeaders: 'draft-8',
-        legacyHeaders: false,
-        handler: (_req, res, next) => {
-          // express-rate-limit has set Retry-After to the window's remaining seconds.
-          const seconds = String(res.getHeader('Retry-After') ?? Math.ceil(limits.windowMs / 1000));
-          next(new ProblemError('rate-limited', `At most ${limits.max} bookings per ${limits.windowMs / 1000} s from one client`, {}, { 'Retry-After': seconds }));
-        },
-      }),
-    );
+    app.post('/api/bookings', postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' }));
+  }
+  if (limits.reads) {
+    app.get(['/api/shows', '/api/shows/*rest'], postgresLimiter({ ...limiter, name: 'reads', limit: limits.reads, what: 'reads of shows' }));
   }
   app.use(express.json({ limit: bodyLimit }));
   app.use(

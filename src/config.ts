@@ -22,12 +22,16 @@ export interface Config {
   streams: StreamLimits;
   /** Bearer token for admin operations; absent in development means "generate one". */
   adminToken: string | undefined;
+  /** Bearer token for scraping /metrics, never the admin token; absent in development means "generate one". */
+  metricsToken: string | undefined;
   /** Origins allowed to call the API from a browser; empty: no CORS headers. */
   corsOrigins: string[];
-  /** Booking creations per client per window; 0 turns the limit off. */
-  rateLimit: { max: number; windowMs: number };
-  /** Proxy hops in front of the service whose X-Forwarded-For to trust (Render: 1). */
+  /** Booking creations and reads of shows per client per window; 0 turns a limit off. */
+  rateLimit: { max: number; windowMs: number; reads: number };
+  /** Proxy hops in front of the service whose X-Forwarded-For to trust (Render: 2, its CDN and its proxy). */
   trustProxy: number;
+  /** A header holding the client's address, set by a trusted edge; unset: from X-Forwarded-For. */
+  clientAddressHeader: string | undefined;
   database: DatabaseTimeouts;
   /** Apply the committed migrations at start (off where a deploy step runs them). */
   migrateOnStart: boolean;
@@ -144,13 +148,18 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxPerClient: integer(env, 'SSE_MAX_STREAMS_PER_CLIENT', defaultStreamLimits.maxPerClient, 0, 100_000),
       maxTotal: integer(env, 'SSE_MAX_STREAMS', defaultStreamLimits.maxTotal, 0, 100_000),
     },
-    adminToken: readAdminToken(env, nodeEnv),
+    adminToken: readToken(env, 'ADMIN_TOKEN', nodeEnv),
+    metricsToken: readMetricsToken(env, nodeEnv),
     corsOrigins: readOrigins(env),
     rateLimit: {
       max: integer(env, 'RATE_LIMIT_BOOKINGS', 120, 0, 1_000_000),
       windowMs: integer(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1_000, 3_600_000),
+      // A booking page that polls its seat map every 2 s uses 30 a minute;
+      // the rest is room for clients that share one address.
+      reads: integer(env, 'RATE_LIMIT_READS', 600, 0, 1_000_000),
     },
     trustProxy: integer(env, 'TRUST_PROXY', 0, 0, 10),
+    clientAddressHeader: readHeaderName(env, 'CLIENT_ADDRESS_HEADER'),
     migrateOnStart: oneOf(env, 'MIGRATE_ON_START', ['true', 'false'] as const, 'true') === 'true',
     database: {
       statementTimeoutMs: integer(env, 'DB_STATEMENT_TIMEOUT_MS', defaultDatabaseTimeouts.statementTimeoutMs, 100, 600_000),
@@ -161,16 +170,30 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-function readAdminToken(env: NodeJS.ProcessEnv, nodeEnv: NodeEnv): string | undefined {
-  const token = env.ADMIN_TOKEN || undefined;
+function readToken(env: NodeJS.ProcessEnv, name: string, nodeEnv: NodeEnv): string | undefined {
+  const token = env[name] || undefined;
   if (token === undefined) {
-    if (nodeEnv === 'production') throw new ConfigError('ADMIN_TOKEN', 'is required in production');
+    if (nodeEnv === 'production') throw new ConfigError(name, 'is required in production');
     return undefined;
   }
   if (token.length < 16 || /\s/.test(token)) {
-    throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters with no spaces');
+    throw new ConfigError(name, 'must be at least 16 characters with no spaces');
   }
   return token;
+}
+
+// Least privilege: whoever scrapes metrics must not be able to create shows.
+function readMetricsToken(env: NodeJS.ProcessEnv, nodeEnv: NodeEnv): string | undefined {
+  const token = readToken(env, 'METRICS_TOKEN', nodeEnv);
+  if (token !== undefined && token === env.ADMIN_TOKEN) throw new ConfigError('METRICS_TOKEN', 'must differ from ADMIN_TOKEN');
+  return token;
+}
+
+function readHeaderName(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  if (!/^[A-Za-z0-9-]+$/.test(raw)) throw new ConfigError(name, `must be a header name such as CF-Connecting-IP, got "${raw}"`);
+  return raw.toLowerCase();
 }
 
 function readOrigins(env: NodeJS.ProcessEnv): string[] {

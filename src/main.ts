@@ -6,8 +6,10 @@ import { pino } from 'pino';
 import { makeApp } from './app.js';
 import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
+import { loggerOptions, prettyTransport } from './logging.js';
 import type { EmbeddedDatabase } from './embedded-postgres.js';
 import { projectRoot } from './paths.js';
+import { prepareRateLimitStore } from './rate-limits.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
 
@@ -21,8 +23,8 @@ try {
 }
 
 const logger = pino({
-  level: config.logLevel,
-  ...(config.nodeEnv === 'production' ? {} : { transport: { target: 'pino-pretty', options: { colorize: true } } }),
+  ...loggerOptions(config.logLevel),
+  ...(config.nodeEnv === 'production' ? {} : { transport: prettyTransport }),
 });
 
 let embedded: EmbeddedDatabase | undefined;
@@ -46,11 +48,17 @@ if (config.migrateOnStart) {
   // never carries the migration tool.
   const { runMigrations } = await import('./migrate.js');
   await runMigrations(databaseUrl, (message) => logger.info(message));
+} else if (config.rateLimit.max || config.rateLimit.reads) {
+  // The store would create its schema itself, unawaited; this way a missing
+  // privilege stops the start with a message instead of a later crash.
+  await prepareRateLimitStore(databaseUrl, (message) => logger.info(message));
 }
 const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize, timeouts: config.database });
 // Development without ADMIN_TOKEN: a token for this run, shown once.
 const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');
 if (!config.adminToken) process.stdout.write(`Admin token for this run (set ADMIN_TOKEN to choose one): ${adminToken}\n`);
+const metricsToken = config.metricsToken ?? randomBytes(24).toString('base64url');
+if (!config.metricsToken) process.stdout.write(`Metrics token for this run (set METRICS_TOKEN to choose one): ${metricsToken}\n`);
 const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs });
 await events.start();
 const app = makeApp({
@@ -62,9 +70,11 @@ const app = makeApp({
   heartbeatMs: config.heartbeatMs,
   streams: config.streams,
   adminToken,
+  metricsToken,
   corsOrigins: config.corsOrigins,
   rateLimit: config.rateLimit,
   trustProxy: config.trustProxy,
+  clientAddressHeader: config.clientAddressHeader,
 });
 const sweeper = startSweeper(pool, config.sweepIntervalMs, logger);
 

@@ -1,10 +1,11 @@
 // Applies the committed graphile-migrate migrations, with the settings of
-// the project's .gmrc, to the given database.
+// the project's .gmrc, to the given database, and the rate limit store's own.
 import { readFile } from 'node:fs/promises';
 import JSON5 from 'json5';
 import { migrate, Logger } from 'graphile-migrate';
 
 import { projectRoot } from './paths.js';
+import { prepareRateLimitStore } from './rate-limits.js';
 
 export { projectRoot };
 
@@ -17,4 +18,5 @@ export async function runMigrations(connectionString: string, log: (message: str
     migrationsFolder: `${projectRoot}db/migrations`,
     logger,
   });
+  await prepareRateLimitStore(connectionString, log);
 }

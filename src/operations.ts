@@ -49,23 +49,25 @@ export function operationRoutes(pool: pg.Pool, metrics: Metrics): Router {
     res.json({ status: 'ok' });
   });
 
-  router.get('/ready', async (_req, res) => {
+  // The public learns up or down; why it is down (the database, which
+  // migration) goes to the log for the operators.
+  router.get('/ready', async (req, res) => {
+    const unavailable: Readiness = { status: 'unavailable' };
     let applied: string | null;
     try {
       applied = await callJson<string>(pool, appliedMigration, []);
-    } catch {
-      const body: Readiness = { status: 'unavailable', database: 'unreachable', expectedMigration: expected };
-      res.status(503).set('Retry-After', '5').json(body);
+    } catch (error) {
+      req.log.warn({ err: error, expectedMigration: expected }, 'not ready: the database is unreachable');
+      res.status(503).set('Retry-After', '5').json(unavailable);
       return;
     }
-    const ready = applied === expected;
-    const body: Readiness = {
-      status: ready ? 'ready' : 'unavailable',
-      database: 'up',
-      expectedMigration: expected,
-      ...(applied ? { appliedMigration: applied } : {}),
-    };
-    res.status(ready ? 200 : 503).json(body);
+    if (applied !== expected) {
+      req.log.warn({ expectedMigration: expected, appliedMigration: applied }, 'not ready: the database lacks this version\'s migrations');
+      res.status(503).set('Retry-After', '5').json(unavailable);
+      return;
+    }
+    const ready: Readiness = { status: 'ready' };
+    res.json(ready);
   });
 
   router.get('/metrics', async (_req, res) => {

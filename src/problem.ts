@@ -146,8 +146,12 @@ export function problemHandler(bodyLimit: number): ErrorRequestHandler {
       return;
     }
     const problem = toProblem(error, bodyLimit);
-    if (problem.status >= 500) req.log.error({ err: error }, 'request failed');
-    else req.log.debug({ err: error }, 'request rejected');
+    // Never the members or the request: they can carry a customer. A 4xx
+    // detail can quote what the client sent (a JSON parse error quotes the
+    // body), so only a 5xx, whose detail is ours, logs it and the error.
+    const logged = { problem: problem.problemType, status: problem.status };
+    if (problem.status >= 500) req.log.error({ ...logged, detail: problem.message, err: error }, 'request failed');
+    else req.log.debug(logged, 'request rejected');
     res
       .status(problem.status)
       .set(problem.headers)

@@ -42,7 +42,7 @@ function startService(): ChildProcess {
   const child = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
     env: {
       ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production',
-      LOG_LEVEL: 'fatal', ADMIN_TOKEN, RATE_LIMIT_BOOKINGS: '0', DB_CONNECT_TIMEOUT_MS: '1000',
+      LOG_LEVEL: 'fatal', ADMIN_TOKEN, METRICS_TOKEN: 'faults-metrics-token-0123456789', RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0', DB_CONNECT_TIMEOUT_MS: '1000',
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort } from '../src/embedded-postgres.js';
-import { ADMIN_TOKEN, admin, customer, theatre, type Booking, type SeatMap, type ShowDetail } from './support.js';
+import { ADMIN_TOKEN, METRICS_TOKEN, admin, customer, theatre, type Booking, type SeatMap, type ShowDetail } from './support.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const started: ChildProcess[] = [];
@@ -16,7 +16,7 @@ const started: ChildProcess[] = [];
 function startService(env: Record<string, string>): ChildProcess {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: root,
-    env: { ...process.env, DATABASE_URL: '', NODE_ENV: 'test', LOG_LEVEL: 'warn', HOST: '127.0.0.1', ADMIN_TOKEN, ...env },
+    env: { ...process.env, DATABASE_URL: '', NODE_ENV: 'test', LOG_LEVEL: 'warn', HOST: '127.0.0.1', ADMIN_TOKEN, METRICS_TOKEN, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   started.push(child);
@@ -116,6 +116,10 @@ describe('the service process', () => {
     [{ NODE_ENV: 'production' }, 'DATABASE_URL'],
     [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', ADMIN_TOKEN: '' }, 'ADMIN_TOKEN'],
     [{ ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', METRICS_TOKEN: '' }, 'METRICS_TOKEN'],
+    [{ METRICS_TOKEN: ADMIN_TOKEN }, 'METRICS_TOKEN'],
+    [{ CLIENT_ADDRESS_HEADER: 'cf connecting ip' }, 'CLIENT_ADDRESS_HEADER'],
+    [{ RATE_LIMIT_READS: 'many' }, 'RATE_LIMIT_READS'],
     [{ CORS_ORIGINS: 'https://tickets.example.com/path' }, 'CORS_ORIGINS'],
   ])('refuses to start with %o, naming %s', async (env, variable) => {
     const result = await exited(startService(env));

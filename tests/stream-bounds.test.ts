@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { defaultBookingLimits, defaultStreamLimits, readConfig } from '../src/config.js';
 import { SeatEventHub } from '../src/seat-events.js';
-import { admin, ADMIN_TOKEN, createShow, customer, serve, testPool, theatre, type Booking } from './support.js';
+import { admin, ADMIN_TOKEN, METRICS_TOKEN, createShow, customer, serve, testPool, theatre, type Booking } from './support.js';
 
 const pool = testPool(20);
 // Kept, to read what a dropped stream logs.
@@ -28,6 +28,7 @@ function appWith(streams: { maxBufferBytes?: number; maxPerClient?: number; maxT
     validateResponses: true,
     events: hub,
     adminToken: ADMIN_TOKEN,
+    metricsToken: METRICS_TOKEN,
     bookingLimits: { ...defaultBookingLimits, maxSeatsPerBooking: 100 },
     streams,
   });

@@ -36,8 +36,13 @@ export function testPool(max = 10): pg.Pool {
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The Authorization header for admin operations. */
 export const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+export const METRICS_TOKEN = 'test-metrics-token-0123456789';
+/** The Authorization header for scraping /metrics. */
+export const scraper = { Authorization: `Bearer ${METRICS_TOKEN}` };
 
-type AppOptions = Partial<Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits' | 'trustProxy'>>;
+type AppOptions = Partial<
+  Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits' | 'trustProxy' | 'clientAddressHeader'>
+>;
 
 /** The service's booking limits without the hold limits, which the tests that prove them set. */
 export const unlimitedHolds = { ...defaultBookingLimits, holds: { seatsPerClient: 0, seatsPerEmail: 0, holdsPerClient: 0 } };
@@ -48,7 +53,16 @@ export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<
   const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
   await events.start();
   afterAll(() => events.stop());
-  return makeApp({ pool, logger, validateResponses: true, events, adminToken: ADMIN_TOKEN, bookingLimits: unlimitedHolds, ...options });
+  return makeApp({
+    pool,
+    logger,
+    validateResponses: true,
+    events,
+    adminToken: ADMIN_TOKEN,
+    metricsToken: METRICS_TOKEN,
+    bookingLimits: unlimitedHolds,
+    ...options,
+  });
 }
 
 let counter = 0;

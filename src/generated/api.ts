@@ -308,7 +308,8 @@ export interface paths {
          * Check that the service can take traffic
          * @description 200 when the database answers and has every migration of this version
          *     of the service applied; 503 otherwise, so a load balancer or a deploy
-         *     waits for it.
+         *     waits for it. The answer says only which; the reason is in the
+         *     service's log.
          */
         get: operations["getReadiness"];
         put?: never;
@@ -329,7 +330,8 @@ export interface paths {
         /**
          * Read the service's metrics
          * @description Prometheus metrics: request latency per route, booking outcomes, the
-         *     database pool, open event streams, and the process. Needs the admin token.
+         *     database pool, open event streams, and the process. Needs the metrics
+         *     token; the admin token is not accepted.
          */
         get: operations["getMetrics"];
         put?: never;
@@ -344,15 +346,10 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Up or down, and nothing about why. */
         Readiness: {
             /** @enum {string} */
             status: "ready" | "unavailable";
-            /** @enum {string} */
-            database: "up" | "unreachable";
-            /** @description The newest migration this version of the service ships. */
-            expectedMigration: string;
-            /** @description The newest migration the database has applied. */
-            appliedMigration?: string;
         };
         /**
          * @description Text shown to people: at least one character that is not a space, and
@@ -858,7 +855,11 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description This client address has as many event streams open as it may; end one, or retry after `Retry-After` seconds. */
+        /**
+         * @description This client address has as many event streams open as it may (end
+         *     one), or has read too much (the read rate limit); retry after
+         *     `Retry-After` seconds.
+         */
         TooManyStreams: {
             headers: {
                 /** @description Seconds to wait before opening another stream. */
@@ -873,6 +874,17 @@ export interface components {
         StreamsFull: {
             headers: {
                 /** @description Seconds to wait before opening a stream again. */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description Too many reads of shows from this client; retry after `Retry-After` seconds. */
+        ReadsRateLimited: {
+            headers: {
+                /** @description Seconds until the client may read again. */
                 "Retry-After"?: number;
                 [name: string]: unknown;
             };
@@ -1007,6 +1019,7 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1069,6 +1082,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1131,6 +1145,7 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1227,6 +1242,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
             default: components["responses"]["Problem"];
         };
     };
@@ -1445,6 +1461,8 @@ export interface operations {
             /** @description Not ready; retry after the `Retry-After` seconds. */
             503: {
                 headers: {
+                    /** @description Seconds to wait before asking again. */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
