@@ -1,6 +1,7 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
 import { randomUUID } from 'node:crypto';
+import compression from 'compression';
 import cors from 'cors';
 import express from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
@@ -17,11 +18,17 @@ import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
 import { notFound, problemHandler, ProblemError } from './problem.js';
 import type { SeatEventHub } from './seat-events.js';
+import { SeatMaps } from './seat-maps.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
 
 export interface AppDeps {
+  /** Bookings' pool, and every write. */
   pool: pg.Pool;
+  /** Reads that never write (seat maps, show listings, event history): a flood of them cannot take bookings' connections. Defaults to `pool`. */
+  readPool?: pg.Pool;
+  /** Seat map reads shared by concurrent requests; one is made on `readPool` when not given. */
+  seatMaps?: SeatMaps;
   logger: Logger;
   /** Check every response against the contract (development and tests). */
   validateResponses: boolean;
@@ -48,6 +55,8 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 export function makeApp({
   pool,
+  readPool = pool,
+  seatMaps = new SeatMaps(readPool),
   logger,
   validateResponses,
   bodyLimit = 256 * 1024,
@@ -80,6 +89,14 @@ export function makeApp({
     }),
   );
   app.use(metrics.middleware);
+  // Event streams are never compressed: the compressor would hold events
+  // back until its buffer fills. Seat maps arrive already gzipped when the
+  // client accepts it, and the middleware leaves encoded bodies alone.
+  app.use(
+    compression({
+      filter: (req, res) => !/^text\/event-stream\b/i.test(String(res.getHeader('Content-Type') ?? '')) && compression.filter(req, res),
+    }),
+  );
   app.use(docsRoutes(apiSpecPath));
   app.use(helmet());
   if (corsOrigins.length) {
@@ -124,8 +141,9 @@ export function makeApp({
     }),
   );
   app.use(operationRoutes(pool, metrics));
-  app.use(showRoutes(pool, validateResponses));
-  app.use(showEventRoutes(pool, events, heartbeatMs));
+  app.use(showRoutes({ pool, readPool, seatMaps, validateResponses }));
+  // Event history and the show check before a stream only read; the hub keeps its own pool.
+  app.use(showEventRoutes(readPool, events, heartbeatMs));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));

@@ -10,6 +10,8 @@ export interface Config {
   nodeEnv: NodeEnv;
   logLevel: string;
   databasePoolSize: number;
+  /** The separate pool for reads (seat maps, listings, event history), so they never take bookings' connections. */
+  databaseReadPoolSize: number;
   /** Where the embedded PostgreSQL keeps its data. */
   embeddedDataDir: string | undefined;
   bookingLimits: BookingLimits;
@@ -105,6 +107,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     nodeEnv,
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
+    databaseReadPoolSize: integer(env, 'DATABASE_READ_POOL_SIZE', 5, 1, 500),
     embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
     bookingLimits: readBookingLimits(env),
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
