@@ -12,7 +12,7 @@ import type { Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
 import { requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
-import { defaultBookingLimits, type BookingLimits } from './config.js';
+import { defaultBookingLimits, defaultDatabaseTimeouts, type BookingLimits } from './config.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
@@ -29,6 +29,8 @@ export interface AppDeps {
   readPool?: pg.Pool;
   /** Seat map reads shared by concurrent requests; one is made on `readPool` when not given. */
   seatMaps?: SeatMaps;
+  /** statement_timeout for creating a show. */
+  adminStatementTimeoutMs?: number;
   logger: Logger;
   /** Check every response against the contract (development and tests). */
   validateResponses: boolean;
@@ -57,6 +59,7 @@ export function makeApp({
   pool,
   readPool = pool,
   seatMaps = new SeatMaps(readPool),
+  adminStatementTimeoutMs = defaultDatabaseTimeouts.adminStatementTimeoutMs,
   logger,
   validateResponses,
   bodyLimit = 256 * 1024,
@@ -141,7 +144,7 @@ export function makeApp({
     }),
   );
   app.use(operationRoutes(pool, metrics));
-  app.use(showRoutes({ pool, readPool, seatMaps, validateResponses }));
+  app.use(showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }));
   // Event history and the show check before a stream only read; the hub keeps its own pool.
   app.use(showEventRoutes(readPool, events, heartbeatMs));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings));

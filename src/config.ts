@@ -39,6 +39,8 @@ export interface DatabaseTimeouts {
   lockTimeoutMs: number;
   idleInTransactionTimeoutMs: number;
   connectTimeoutMs: number;
+  /** statement_timeout for admin work that may take seconds: creating the largest shows. */
+  adminStatementTimeoutMs: number;
 }
 
 export const defaultDatabaseTimeouts: DatabaseTimeouts = {
@@ -46,6 +48,7 @@ export const defaultDatabaseTimeouts: DatabaseTimeouts = {
   lockTimeoutMs: 2_000,
   idleInTransactionTimeoutMs: 10_000,
   connectTimeoutMs: 2_000,
+  adminStatementTimeoutMs: 60_000,
 };
 
 export interface BookingLimits {
@@ -126,6 +129,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       lockTimeoutMs: integer(env, 'DB_LOCK_TIMEOUT_MS', defaultDatabaseTimeouts.lockTimeoutMs, 10, 600_000),
       idleInTransactionTimeoutMs: integer(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', defaultDatabaseTimeouts.idleInTransactionTimeoutMs, 100, 600_000),
       connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', defaultDatabaseTimeouts.connectTimeoutMs, 100, 60_000),
+      adminStatementTimeoutMs: integer(env, 'DB_ADMIN_STATEMENT_TIMEOUT_MS', defaultDatabaseTimeouts.adminStatementTimeoutMs, 1_000, 600_000),
     },
   };
 }

@@ -62,6 +62,7 @@ await events.start();
 const app = makeApp({
   pool,
   readPool,
+  adminStatementTimeoutMs: config.database.adminStatementTimeoutMs,
   logger,
   validateResponses: config.nodeEnv !== 'production',
   bookingLimits: config.bookingLimits,

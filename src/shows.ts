@@ -2,7 +2,7 @@
 import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
 import type { components, operations } from './generated/api.js';
-import { callJson, statement } from './db.js';
+import { callJson, callJsonWithTimeout, statement } from './db.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { ProblemError } from './problem.js';
 import type { SeatMapBody, SeatMaps } from './seat-maps.js';
@@ -68,9 +68,11 @@ export interface ShowRoutesOptions {
   readPool: pg.Pool;
   seatMaps: SeatMaps;
   validateResponses: boolean;
+  /** statement_timeout for creating a show, which may take seconds at the largest layouts. */
+  adminStatementTimeoutMs: number;
 }
 
-export function showRoutes({ pool, readPool, seatMaps, validateResponses }: ShowRoutesOptions): Router {
+export function showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }: ShowRoutesOptions): Router {
   const router = Router();
 
   router.get('/api/shows', async (req: Request<object, unknown, unknown, ListShowsQuery>, res) => {
@@ -90,7 +92,7 @@ export function showRoutes({ pool, readPool, seatMaps, validateResponses }: Show
   });
 
   router.post('/api/shows', async (req: Request<object, unknown, NewShow>, res) => {
-    const show = await callJson<ShowDetail>(pool, createShow, [req.body]);
+    const show = await callJsonWithTimeout<ShowDetail>(pool, createShow, [req.body], adminStatementTimeoutMs);
     if (!show) throw new Error('create_show returned nothing');
     res.status(201).location(`/api/shows/${show.id}`).json(show);
   });
