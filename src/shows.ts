@@ -40,7 +40,7 @@ async function sendSeatMap(res: Response, body: SeatMapBody, validate: boolean):
   const gzip = res.req.acceptsEncodings('gzip') === 'gzip';
   const bytes = gzip ? await body.gzip() : body.json;
   const sendBytes = () => {
-    res.vary('Accept-Encoding').type('application/json');
+    res.type('application/json');
     if (gzip) res.set('Content-Encoding', 'gzip');
     return res.send(bytes);
   };
@@ -113,7 +113,8 @@ export function showRoutes({ pool, readPool, seatMaps, validateResponses, adminS
       ifNoneMatch: ifNoneMatch(req.get('If-None-Match')),
     });
     if (!map) throw showNotFound(req.params.showId);
-    res.set({ ETag: `"${map.etag}"`, 'Cache-Control': 'no-cache' });
+    // Vary on a 304 too: it stands for whichever encoding the client holds.
+    res.set({ ETag: `"${map.etag}"`, 'Cache-Control': 'no-cache' }).vary('Accept-Encoding');
     if (map.body === null) {
       res.status(304).end();
       return;
