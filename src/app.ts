@@ -1,5 +1,6 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
+import compression from 'compression';
 import cors from 'cors';
 import express from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
@@ -8,7 +9,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
 import { bookingRoutes } from './bookings.js';
-import { defaultBookingLimits, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
+import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
 import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
@@ -16,11 +17,19 @@ import { docsRoutes, operationRoutes } from './operations.js';
 import { notFound, problemHandler } from './problem.js';
 import { postgresLimiter } from './rate-limits.js';
 import type { SeatEventHub } from './seat-events.js';
+import { SeatMaps } from './seat-maps.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
 
 export interface AppDeps {
+  /** Bookings' pool, and every write. */
   pool: pg.Pool;
+  /** Reads that never write (seat maps, show listings, event history): a flood of them cannot take bookings' connections. Defaults to `pool`. */
+  readPool?: pg.Pool;
+  /** Seat map reads shared by concurrent requests; one is made on `readPool` when not given. */
+  seatMaps?: SeatMaps;
+  /** statement_timeout for creating a show. */
+  adminStatementTimeoutMs?: number;
   logger: Logger;
   /** Check every response against the contract (development and tests). */
   validateResponses: boolean;
@@ -55,6 +64,9 @@ export const apiSpecPath = `${projectRoot}openapi.yaml`;
 
 export function makeApp({
   pool,
+  readPool = pool,
+  seatMaps = new SeatMaps(readPool),
+  adminStatementTimeoutMs = defaultDatabaseTimeouts.adminStatementTimeoutMs,
   logger,
   validateResponses,
   bodyLimit = 256 * 1024,
@@ -78,6 +90,14 @@ export function makeApp({
   const admin = requireAdmin(adminToken);
   app.use(httpLogger(logger));
   app.use(metrics.middleware);
+  // Event streams are never compressed: the compressor would hold events
+  // back until its buffer fills. Seat maps arrive already gzipped when the
+  // client accepts it, and the middleware leaves encoded bodies alone.
+  app.use(
+    compression({
+      filter: (req, res) => !/^text\/event-stream\b/i.test(String(res.getHeader('Content-Type') ?? '')) && compression.filter(req, res),
+    }),
+  );
   app.use(docsRoutes(apiSpecPath));
   app.use(helmet());
   if (corsOrigins.length) {
@@ -120,9 +140,10 @@ export function makeApp({
     }),
   );
   app.use(operationRoutes(pool, metrics));
-  app.use(showRoutes(pool, validateResponses));
+  app.use(showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }));
+  // Event history and the show check before a stream only read; the hub keeps its own pool.
   const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
-  app.use(showEventRoutes(pool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken)));
+  app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken)));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));

@@ -10,6 +10,8 @@ export interface Config {
   nodeEnv: NodeEnv;
   logLevel: string;
   databasePoolSize: number;
+  /** The separate pool for reads (seat maps, listings, event history), so they never take bookings' connections. */
+  databaseReadPoolSize: number;
   /** Where the embedded PostgreSQL keeps its data. */
   embeddedDataDir: string | undefined;
   bookingLimits: BookingLimits;
@@ -42,6 +44,8 @@ export interface DatabaseTimeouts {
   lockTimeoutMs: number;
   idleInTransactionTimeoutMs: number;
   connectTimeoutMs: number;
+  /** statement_timeout for admin work that may take seconds: creating the largest shows. */
+  adminStatementTimeoutMs: number;
 }
 
 export const defaultDatabaseTimeouts: DatabaseTimeouts = {
@@ -49,6 +53,7 @@ export const defaultDatabaseTimeouts: DatabaseTimeouts = {
   lockTimeoutMs: 2_000,
   idleInTransactionTimeoutMs: 10_000,
   connectTimeoutMs: 2_000,
+  adminStatementTimeoutMs: 60_000,
 };
 
 /** What one client may keep in live holds; 0 turns a limit off. */
@@ -137,6 +142,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     nodeEnv,
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
     databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
+    databaseReadPoolSize: integer(env, 'DATABASE_READ_POOL_SIZE', 5, 1, 500),
     embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
     bookingLimits: readBookingLimits(env),
     sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
@@ -166,6 +172,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       lockTimeoutMs: integer(env, 'DB_LOCK_TIMEOUT_MS', defaultDatabaseTimeouts.lockTimeoutMs, 10, 600_000),
       idleInTransactionTimeoutMs: integer(env, 'DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', defaultDatabaseTimeouts.idleInTransactionTimeoutMs, 100, 600_000),
       connectTimeoutMs: integer(env, 'DB_CONNECT_TIMEOUT_MS', defaultDatabaseTimeouts.connectTimeoutMs, 100, 60_000),
+      adminStatementTimeoutMs: integer(env, 'DB_ADMIN_STATEMENT_TIMEOUT_MS', defaultDatabaseTimeouts.adminStatementTimeoutMs, 1_000, 600_000),
     },
   };
 }

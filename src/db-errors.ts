@@ -24,8 +24,9 @@ const sqlstates: Record<string, ProblemType> = {
   '22P02': 'validation-failed',
   // A column check (lengths, ranges) the contract did not already enforce
   '23514': 'validation-failed',
-  // Transient: timeouts, shutdowns, too many connections, lost races
+  // statement_timeout (or a cancel): see notRetryable below
   '57014': 'service-unavailable',
+  // Transient: shutdowns, too many connections, lost races
   '57P01': 'service-unavailable',
   '57P02': 'service-unavailable',
   '57P03': 'service-unavailable',
@@ -43,6 +44,14 @@ const sqlstateClasses: Record<string, ProblemType> = {
   '08': 'service-unavailable',
 };
 
+// A statement that ran out its statement_timeout did as much work as the
+// bound allows; the same request does the same work against the same bound,
+// so a retry a second later fails the same way. It is still a 503 (the
+// service could not do it in the time it allows itself) but without a
+// Retry-After that promises otherwise. Lock waits (55P03), lost races and
+// connection trouble are transient and keep their Retry-After.
+const notRetryable = new Set(['57014']);
+
 function members(detail: unknown): Record<string, unknown> {
   if (typeof detail !== 'string' || !detail.startsWith('{')) return {};
   try {
@@ -57,6 +66,7 @@ export function problemForSqlstate(code: string, error: Record<string, unknown>)
   const type = sqlstates[code] ?? sqlstateClasses[code.slice(0, 2)];
   if (!type) return undefined;
   if (type === 'service-unavailable') {
+    if (notRetryable.has(code)) return new ProblemError(type, 'The database did not finish this request in the time allowed');
     return new ProblemError(type, 'The database is busy or unavailable; retry shortly', {}, { 'Retry-After': '1' });
   }
   const custom = /^[A-Z]{5}$/.test(code);

@@ -54,3 +54,30 @@ export async function callJson<T>(pool: pg.Pool, query: Statement, values: unkno
   const result = await pool.query<{ result: T | null }>({ name: query.name, text: query.text, values });
   return result.rows[0]?.result ?? null;
 }
+
+/**
+ * callJson in a transaction of its own with a longer statement_timeout, for
+ * the rare admin statement that may take seconds (creating the largest
+ * shows). SET LOCAL ends with the transaction, so the connection goes back
+ * to the pool with the pool's own bound.
+ */
+export async function callJsonWithTimeout<T>(pool: pg.Pool, query: Statement, values: unknown[], statementTimeoutMs: number): Promise<T | null> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query(`begin; set local statement_timeout = ${Math.trunc(statementTimeoutMs)}`);
+    try {
+      const result = await client.query<{ result: T | null }>({ name: query.name, text: query.text, values });
+      await client.query('commit');
+      return result.rows[0]?.result ?? null;
+    } catch (error) {
+      await client.query('rollback').catch((rollbackError: unknown) => {
+        // A connection that cannot roll back is not given to anyone else.
+        broken = rollbackError instanceof Error ? rollbackError : new Error(String(rollbackError));
+      });
+      throw error;
+    }
+  } finally {
+    client.release(broken);
+  }
+}

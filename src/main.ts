@@ -54,6 +54,12 @@ if (config.migrateOnStart) {
   await prepareRateLimitStore(databaseUrl, (message) => logger.info(message));
 }
 const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize, timeouts: config.database });
+const readPool = createPool({
+  connectionString: databaseUrl,
+  max: config.databaseReadPoolSize,
+  applicationName: 'ticket-booking-reads',
+  timeouts: config.database,
+});
 // Development without ADMIN_TOKEN: a token for this run, shown once.
 const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');
 if (!config.adminToken) process.stdout.write(`Admin token for this run (set ADMIN_TOKEN to choose one): ${adminToken}\n`);
@@ -63,6 +69,8 @@ const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.seque
 await events.start();
 const app = makeApp({
   pool,
+  readPool,
+  adminStatementTimeoutMs: config.database.adminStatementTimeoutMs,
   logger,
   validateResponses: config.nodeEnv !== 'production',
   bookingLimits: config.bookingLimits,
@@ -99,7 +107,7 @@ async function shutdown(signal: string): Promise<void> {
   await events.stop();
   await closed;
   await sweeper.stop();
-  await pool.end();
+  await Promise.all([pool.end(), readPool.end()]);
   await embedded?.stop();
   logger.info('stopped');
   process.exit(0);

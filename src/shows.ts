@@ -2,9 +2,10 @@
 import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
 import type { components, operations } from './generated/api.js';
-import { callJson, statement } from './db.js';
+import { callJson, callJsonWithTimeout, statement } from './db.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { ProblemError } from './problem.js';
+import type { SeatMapBody, SeatMaps } from './seat-maps.js';
 
 type Show = components['schemas']['Show'];
 type ShowDetail = components['schemas']['ShowDetail'];
@@ -16,7 +17,6 @@ type SeatsQuery = NonNullable<operations['getShowSeats']['parameters']['query']>
 const listShows = statement('list_shows', 'select app.list_shows($1, $2, $3, $4, $5, $6) as result');
 const createShow = statement('create_show', 'select app.create_show($1) as result');
 const getShow = statement('get_show', 'select app.show_detail_json($1) as result');
-const seatMap = statement('seat_map', 'select etag, body from app.seat_map($1, $2, $3, $4, $5)');
 
 export function showNotFound(id: string): ProblemError {
   return new ProblemError('show-not-found', `There is no show ${id}`, { showId: id });
@@ -30,21 +30,55 @@ function ifNoneMatch(header: string | undefined): string | null {
 }
 
 /**
- * Sends JSON text the database built, as it is. With response validation on
- * (development and tests) it is parsed so the validator can check it.
+ * Sends a map's shared bytes, gzipped when the client accepts gzip (the
+ * compression middleware leaves a body that already has an encoding alone).
+ * With response validation on (development and tests), the validator checks
+ * the parsed map inside res.json, which then hands it to res.send: that one
+ * send is swapped for the shared bytes, so what was validated is what is sent.
  */
-function sendJsonText(res: Response, text: string, validate: boolean): void {
-  if (validate) res.json(JSON.parse(text));
-  else res.type('application/json').send(text);
+async function sendSeatMap(res: Response, body: SeatMapBody, validate: boolean): Promise<void> {
+  const gzip = res.req.acceptsEncodings('gzip') === 'gzip';
+  const bytes = gzip ? await body.gzip() : body.json;
+  const sendBytes = () => {
+    res.type('application/json');
+    if (gzip) res.set('Content-Encoding', 'gzip');
+    return res.send(bytes);
+  };
+  if (!validate) {
+    sendBytes();
+    return;
+  }
+  const send = res.send;
+  res.send = function (this: Response, ...args: Parameters<Response['send']>) {
+    res.send = send;
+    // Only the validated map is swapped; a problem the validator raised goes out as it is.
+    return res.statusCode === 200 ? sendBytes() : send.apply(this, args);
+  };
+  try {
+    res.json(JSON.parse(body.json.toString()));
+  } finally {
+    res.send = send;
+  }
 }
 
-export function showRoutes(pool: pg.Pool, validateResponses: boolean): Router {
+export interface ShowRoutesOptions {
+  /** Bookings' pool: writes (creating a show). */
+  pool: pg.Pool;
+  /** Reads that never write: listings, shows; seat maps come through `seatMaps`. */
+  readPool: pg.Pool;
+  seatMaps: SeatMaps;
+  validateResponses: boolean;
+  /** statement_timeout for creating a show, which may take seconds at the largest layouts. */
+  adminStatementTimeoutMs: number;
+}
+
+export function showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }: ShowRoutesOptions): Router {
   const router = Router();
 
   router.get('/api/shows', async (req: Request<object, unknown, unknown, ListShowsQuery>, res) => {
     const { limit = 20, cursor, kind, startsFrom, startsBefore } = req.query;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    const page = await callJson<{ items: Show[]; next: { startsAt: string; id: string } | null }>(pool, listShows, [
+    const page = await callJson<{ items: Show[]; next: { startsAt: string; id: string } | null }>(readPool, listShows, [
       kind ?? null,
       startsFrom ?? null,
       startsBefore ?? null,
@@ -58,31 +92,34 @@ export function showRoutes(pool: pg.Pool, validateResponses: boolean): Router {
   });
 
   router.post('/api/shows', async (req: Request<object, unknown, NewShow>, res) => {
-    const show = await callJson<ShowDetail>(pool, createShow, [req.body]);
+    const show = await callJsonWithTimeout<ShowDetail>(pool, createShow, [req.body], adminStatementTimeoutMs);
     if (!show) throw new Error('create_show returned nothing');
     res.status(201).location(`/api/shows/${show.id}`).json(show);
   });
 
   router.get('/api/shows/:showId', async (req: Request<ShowPath>, res) => {
-    const show = await callJson<ShowDetail>(pool, getShow, [req.params.showId]);
+    const show = await callJson<ShowDetail>(readPool, getShow, [req.params.showId]);
     if (!show) throw showNotFound(req.params.showId);
     res.json(show);
   });
 
   router.get('/api/shows/:showId/seats', async (req: Request<ShowPath, unknown, unknown, SeatsQuery>, res) => {
     const { status, from, to } = req.query;
-    const { rows } = await pool.query<{ etag: string; body: string | null }>({
-      ...seatMap,
-      values: [req.params.showId, status ?? null, from ?? null, to ?? null, ifNoneMatch(req.get('If-None-Match'))],
+    const map = await seatMaps.read({
+      showId: req.params.showId,
+      status: status ?? null,
+      from: from ?? null,
+      to: to ?? null,
+      ifNoneMatch: ifNoneMatch(req.get('If-None-Match')),
     });
-    const map = rows[0];
     if (!map) throw showNotFound(req.params.showId);
-    res.set({ ETag: `"${map.etag}"`, 'Cache-Control': 'no-cache' });
+    // Vary on a 304 too: it stands for whichever encoding the client holds.
+    res.set({ ETag: `"${map.etag}"`, 'Cache-Control': 'no-cache' }).vary('Accept-Encoding');
     if (map.body === null) {
       res.status(304).end();
       return;
     }
-    sendJsonText(res, map.body, validateResponses);
+    await sendSeatMap(res, map.body, validateResponses);
   });
 
   return router;
