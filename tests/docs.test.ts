@@ -5,13 +5,17 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { listen, testApp, testPool } from './support.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+// npm test passes with Node alone: without a browser these checks are
+// skipped, saying so. CI installs Debian's chromium and runs them.
+const browserMissing = !existsSync(CHROMIUM);
+if (browserMissing) console.warn(`skipped: the docs checks need a browser at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
 const pool = testPool(2);
 const app = await testApp(pool);
 let server: Awaited<ReturnType<typeof listen>>;
 let browser: Browser;
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`no browser at ${CHROMIUM}: apt-get install chromium, or set CHROMIUM_PATH`);
+  if (browserMissing) return;
   server = await listen(app);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -23,7 +27,7 @@ afterAll(async () => {
   await server?.close();
 });
 
-it('renders every operation of the contract at /docs', async () => {
+it.skipIf(browserMissing)('renders every operation of the contract at /docs', async () => {
   const page = await browser.newPage();
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));

@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { defaultBookingLimits, defaultStreamLimits, readConfig } from '../src/config.js';
 import { SeatEventHub } from '../src/seat-events.js';
-import { admin, ADMIN_TOKEN, METRICS_TOKEN, createShow, customer, serve, testPool, theatre, type Booking } from './support.js';
+import { admin, ADMIN_TOKEN, METRICS_TOKEN, scraper, createShow, customer, serve, testPool, theatre, type Booking } from './support.js';
 
 const pool = testPool(20);
 // Kept, to read what a dropped stream logs.
@@ -167,7 +167,7 @@ async function until(condition: () => boolean): Promise<void> {
 }
 
 async function droppedStreams(): Promise<number> {
-  const metrics = await request(app).get('/metrics').set(admin).expect(200);
+  const metrics = await request(app).get('/metrics').set(scraper).expect(200);
   return Number(/^seat_event_streams_dropped_total (\d+)$/m.exec(metrics.text)?.[1]);
 }
 
