@@ -7,7 +7,8 @@ import { startLiveService } from '../bench/live-service.js';
 import { projectRoot } from '../src/migrate.js';
 
 const ADMIN_TOKEN = 'postman-admin-token-0123456789';
-const service = await startLiveService({ NODE_ENV: 'development', ADMIN_TOKEN, RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0' });
+const METRICS_TOKEN = 'postman-metrics-token-0123456789';
+const service = await startLiveService({ NODE_ENV: 'development', ADMIN_TOKEN, METRICS_TOKEN, RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0' });
 let code = 1;
 try {
   code = await new Promise<number>((resolve) => {
@@ -18,6 +19,7 @@ try {
         '--env-var', `baseUrl=${service.base}`,
         '--env-var', `adminToken=${ADMIN_TOKEN}`,
         '--env-var', `bearerToken=${ADMIN_TOKEN}`,
+        '--env-var', `metricsToken=${METRICS_TOKEN}`,
         '--reporters', 'cli',
         '--bail', 'failure',
       ],
