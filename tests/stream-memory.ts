@@ -28,11 +28,14 @@ const BLOCK = 50;
 const service = await startLiveService({
   NODE_ENV: 'production',
   ADMIN_TOKEN,
+  METRICS_TOKEN: 'streams-metrics-token-0123456789',
+  RATE_LIMIT_READS: '0',
   // The burst and every stream client share one address.
   RATE_LIMIT_BOOKINGS: '0',
   SSE_MAX_STREAMS_PER_CLIENT: '0',
   HOLD_LIMIT_SEATS_PER_CLIENT: '0',
   HOLD_LIMIT_HOLDS_PER_CLIENT: '0',
+  HOLD_LIMIT_SEATS_PER_EMAIL: '0',
   MAX_SEATS_PER_BOOKING: String(BLOCK),
   SWEEP_INTERVAL_MS: '200',
 });
