@@ -43,7 +43,8 @@ describe('booking seats', () => {
       ['Stalls-B-1', 2500],
     ]);
     expect(booking.confirmedAt).toEqual(expect.any(String));
-    expect(booking.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    // A time-ordered UUID (version 7): new bookings append to the index.
+    expect(booking.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
 
     // The secret comes once, with the new booking; reading it back needs it.
     const { secret, ...stored } = booking;

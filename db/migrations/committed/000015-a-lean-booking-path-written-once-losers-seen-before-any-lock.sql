@@ -1,0 +1,463 @@
+--! Previous: sha1:b3c173fa45e48583a6b4ad2f41abfc3e84ab3eed
+--! Hash: sha1:6835d375e4456457eb67c4ea4589d1cfdc76f3a7
+--! Message: A lean booking path: written once, losers seen before any lock, fewer indexes, time-ordered ids
+
+-- A lean booking path. A booking is written once, in its final state; a
+-- seat already taken is seen before any lock is taken, so a loser costs a
+-- read and one insert; the answer is built from what the booking read, not
+-- by a re-planned function; keys are time-ordered, so inserts append; and
+-- the booking tables keep only the indexes their lookups use.
+-- Idempotent while it is current.sql.
+
+-- Time-ordered UUIDs (version 7): the first 48 bits are the Unix time in
+-- milliseconds, so new keys land at the right edge of their B-tree instead
+-- of dirtying a random page (and writing its full image after a checkpoint).
+-- No SET clause, so callers inline it (its body names pg_catalog objects only).
+create or replace function app.uuid_v7() returns uuid
+language sql volatile parallel safe
+as $$
+  select encode(
+    set_bit(set_bit(
+      overlay(uuid_send(gen_random_uuid())
+              placing substring(int8send((extract(epoch from clock_timestamp()) * 1000)::bigint) from 3)
+              from 1 for 6),
+      52, 1), 53, 1), 'hex')::uuid;
+$$;
+comment on function app.uuid_v7() is 'A random UUID whose first 48 bits are the time in milliseconds (RFC 9562 version 7).';
+alter table app.bookings alter column id set default app.uuid_v7();
+
+-- A failed booking is one row: the seats it asked for and those it could
+-- not get, instead of a booking_seats row per seat.
+alter table app.bookings add column if not exists requested_seat_ids bigint[];
+alter table app.bookings add column if not exists unavailable_seat_ids bigint[];
+comment on column app.bookings.requested_seat_ids is 'A failed booking''s seats, as it asked for them.';
+comment on column app.bookings.unavailable_seat_ids is 'A failed booking''s seats that were taken or not for sale.';
+
+-- Foreign keys on the booking path cost a query and a KEY SHARE row lock on
+-- the show or seat for every row written, and every booking of a show
+-- would share-lock the same show row. Shows and seats are never deleted or
+-- re-keyed by the service; the exclusion constraint, not these keys, is the
+-- backstop that matters. (An operator deleting a show deletes its bookings,
+-- booking seats and events explicitly.)
+alter table app.bookings drop constraint if exists bookings_show_id_fkey;
+alter table app.booking_seats drop constraint if exists booking_seats_booking_id_fkey;
+alter table app.booking_seats drop constraint if exists booking_seats_seat_id_fkey;
+alter table app.seat_events drop constraint if exists seat_events_booking_id_fkey;
+alter table app.seat_events drop constraint if exists seat_events_show_id_fkey;
+
+-- Indexes no lookup uses: seat_id alone (only the dropped foreign key's
+-- cascade read it), the show's active seats (the exclusion constraint's
+-- GiST index leads with show_id and answers that), and the global
+-- uniqueness of event positions (they come from one sequence).
+drop index if exists app.booking_seats_seat_idx;
+drop index if exists app.booking_seats_active_show_idx;
+alter table app.seat_events drop constraint if exists seat_events_position_key;
+
+create or replace function app.seats_json(seat_ids bigint[], legs int4range) returns jsonb
+language plpgsql stable
+set search_path = pg_catalog
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_result jsonb;
+begin
+  select coalesce(jsonb_agg(jsonb_build_object(
+    'id', s.id, 'label', s.label, 'section', s.section, 'row', s.row_label,
+    'number', s.number, 'category', s.category, 'price', c.price * (upper(legs) - lower(legs))) order by s.id), '[]')
+  into v_result
+  from app.seats s join app.seat_categories c on c.show_id = s.show_id and c.code = s.category
+  where s.id = any(seat_ids);
+  return v_result;
+end;
+$$;
+comment on function app.seats_json(bigint[], int4range) is 'Seats as the booking JSON lists them, with their price over the legs.';
+
+-- A plpgsql body keeps its plans cached; the SQL version with a SET clause
+-- was planned again on every call.
+create or replace function app.booking_json(booking_id uuid) returns jsonb
+language plpgsql stable
+set search_path = pg_catalog
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_result jsonb;
+begin
+  select jsonb_strip_nulls(jsonb_build_object(
+    'id', b.id,
+    'showId', b.show_id,
+    -- A hold past its expiry reads as expired before the sweep records it.
+    'status', case when b.status = 'pending' and b.expires_at <= clock_timestamp() then 'expired'
+                   else b.status::text end,
+    'customer', jsonb_build_object('name', b.customer_name, 'email', b.customer_email),
+    'seats', case when b.requested_seat_ids is not null then app.seats_json(b.requested_seat_ids, b.legs)
+                  else coalesce((
+                    select jsonb_agg(jsonb_build_object(
+                      'id', s.id, 'label', s.label, 'section', s.section, 'row', s.row_label,
+                      'number', s.number, 'category', s.category, 'price', bs.price) order by s.id)
+                    from app.booking_seats bs join app.seats s on s.id = bs.seat_id
+                    where bs.booking_id = b.id), '[]') end,
+    'unavailableSeats', case when b.status = 'failed' then coalesce(
+      (select jsonb_agg(jsonb_build_object('id', s.id, 'label', s.label) order by s.id)
+       from app.seats s where s.id = any(b.unavailable_seat_ids)),
+      -- Failed bookings from before requested_seat_ids kept booking_seats rows.
+      (select jsonb_agg(jsonb_build_object('id', s.id, 'label', s.label) order by s.id)
+       from app.booking_seats bs join app.seats s on s.id = bs.seat_id
+       where bs.booking_id = b.id and bs.unavailable), '[]') end,
+    'fromStop', (select st.name from app.show_stops st where st.show_id = b.show_id and st.position = lower(b.legs)),
+    'toStop', (select st.name from app.show_stops st where st.show_id = b.show_id and st.position = upper(b.legs)),
+    'totalPrice', b.total_price,
+    'currency', sh.currency,
+    'failureReason', b.failure_reason,
+    'expiresAt', b.expires_at,
+    'paymentReference', b.payment_reference,
+    'createdAt', b.created_at,
+    'updatedAt', b.updated_at,
+    'confirmedAt', b.confirmed_at,
+    'cancelledAt', b.cancelled_at,
+    'cancelReason', b.cancel_reason
+  )) into v_result
+  from app.bookings b join app.shows sh on sh.id = b.show_id
+  where b.id = booking_json.booking_id;
+  return v_result;
+end;
+$$;
+comment on function app.booking_json(uuid) is 'A booking as the API''s JSON.';
+
+-- Not for sale, or in a confirmed booking or a live hold over any of these
+-- legs. A hold past its expiry does not count: it is free from that instant.
+create or replace function app.taken_seats(seat_ids bigint[], legs int4range, at timestamptz) returns bigint[]
+language plpgsql stable
+set search_path = pg_catalog
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  v_taken bigint[];
+begin
+  select array_agg(t.id order by t.id) into v_taken
+  from (
+    select s.id from app.seats s where s.id = any(taken_seats.seat_ids) and not s.for_sale
+    union
+    select bs.seat_id from app.booking_seats bs
+    where bs.seat_id = any(taken_seats.seat_ids) and bs.active and bs.legs && taken_seats.legs
+      and (bs.held_until is null or bs.held_until > taken_seats.at)
+  ) t;
+  return v_taken;
+end;
+$$;
+comment on function app.taken_seats(bigint[], int4range, timestamptz) is
+  'Which of these seats are not for sale or actively booked over these legs at this instant.';
+
+drop function if exists app.create_booking(jsonb, text, int, int, int, text, jsonb);
+create function app.create_booking(
+  request jsonb, idempotency_key text default null, max_seats int default 10,
+  hold_default_seconds int default 600, hold_max_seconds int default 1800,
+  client_address text default null, hold_limits jsonb default '{}'
+) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog
+set plan_cache_mode = force_generic_plan
+as $$
+-- Why one function: the whole booking is one call and one transaction, so
+-- a client makes one round trip, no interleaving of two bookers can see a
+-- half-done booking, and a retry with the same Idempotency-Key finds the
+-- committed outcome.
+--
+-- It reads as: check the request → idempotency → the show and its legs →
+-- the seats (a look without locks, then the locks) → claim → finish. The
+-- booking row is written once, in its final state: confirmed, pending (a
+-- hold) or failed.
+--
+-- Returns {"booking": <booking>, "replayed": <bool>}; the booking carries its
+-- secret, which is stored only as a hash. A booking whose seats were not
+-- available is recorded as failed and returned, not raised.
+declare
+  v_show_id uuid := (request->>'showId')::uuid;
+  v_seat_ids bigint[];
+  v_seat_labels text[];
+  v_quantity int := (request->>'quantity')::int;
+  v_hold boolean := coalesce((request->>'hold')::boolean, false);
+  v_hold_seconds int := coalesce((request->>'holdSeconds')::int, hold_default_seconds);
+  v_requested int;
+  v_replay jsonb;
+  v_secret text;
+  v_show record;
+  v_legs int4range;
+  v_seats bigint[];
+  v_taken bigint[];
+  v_lapsed boolean;
+  v_found int;
+  v_distinct int;
+  v_seats_json jsonb;
+  v_unavailable_json jsonb;
+  v_client_key text;
+  v_booking_id uuid := app.uuid_v7();
+  v_now timestamptz;
+  v_held_until timestamptz;
+  v_reason text;
+  v_total bigint;
+  v_status app.booking_status;
+  v_result jsonb;
+begin
+  -- Check: what the contract cannot say.
+  if (request ? 'seatIds')::int + (request ? 'seatLabels')::int + (request ? 'quantity')::int <> 1 then
+    perform app.raise_problem('BKREQ', 'Name the seats by seatIds or by seatLabels, or ask for a quantity: exactly one of them');
+  end if;
+  if v_quantity is null and (request ?| array['section', 'category', 'maxPrice', 'allowSeparate']) then
+    perform app.raise_problem('BKREQ', 'section, category, maxPrice and allowSeparate go with quantity');
+  end if;
+  v_requested := coalesce(v_quantity, jsonb_array_length(request->'seatIds'), jsonb_array_length(request->'seatLabels'));
+  if v_requested < 1 then
+    perform app.raise_problem('BKREQ', 'A booking needs at least one seat');
+  end if;
+  if v_requested > max_seats then
+    perform app.raise_problem('SEATN', format('A booking may have at most %s seats', max_seats),
+      jsonb_build_object('maxSeats', max_seats));
+  end if;
+  if request ? 'holdSeconds' and not v_hold then
+    perform app.raise_problem('BKREQ', 'holdSeconds goes with "hold": true');
+  end if;
+  if v_hold and v_hold_seconds not between 1 and hold_max_seconds then
+    perform app.raise_problem('BKREQ', format('A hold lasts between 1 and %s seconds', hold_max_seconds),
+      jsonb_build_object('errors', jsonb_build_array(jsonb_build_object(
+        'name', 'body.holdSeconds', 'reason', format('must be at most %s', hold_max_seconds)))));
+  end if;
+
+  -- Idempotency: a replay answers what the first request did, with the
+  -- same secret, derived again from the key.
+  v_replay := app.idempotency_begin(idempotency_key, 'create-booking', request);
+  v_secret := app.booking_secret(idempotency_key);
+  if v_replay is not null then
+    return jsonb_build_object('booking', v_replay || jsonb_build_object('secret', v_secret), 'replayed', true);
+  end if;
+
+  -- The show: on sale now, and the legs this booking travels (the whole
+  -- trip unless it names stops).
+  select s.kind, s.leg_count, s.currency, s.sales_start_at, s.sales_end_at into v_show
+  from app.shows s where s.id = v_show_id;
+  if not found then
+    perform app.raise_problem('SHWNF', format('There is no show %s', v_show_id), jsonb_build_object('showId', v_show_id));
+  end if;
+  v_now := clock_timestamp();
+  if v_now < v_show.sales_start_at or v_now >= v_show.sales_end_at then
+    perform app.raise_problem('SALES',
+      case when v_now < v_show.sales_start_at then format('Sales open at %s', v_show.sales_start_at)
+           else format('Sales closed at %s', v_show.sales_end_at) end,
+      jsonb_strip_nulls(jsonb_build_object('salesStartAt', v_show.sales_start_at, 'salesEndAt', v_show.sales_end_at)));
+  end if;
+  if request ? 'fromStop' or request ? 'toStop' then
+    v_legs := app.leg_range(v_show_id, request->>'fromStop', request->>'toStop');
+  else
+    v_legs := int4range(0, v_show.leg_count);
+  end if;
+
+  -- Before any seat lock: the limits' own locks come first in the lock order.
+  if v_hold then
+    v_client_key := app.client_key(client_address);
+    perform app.check_hold_limits(v_show_id, v_client_key, request->'customer'->>'email', v_requested, hold_limits);
+  end if;
+
+  if v_quantity is null then
+    -- The seats, and which are taken, without locking anything: a seat in a
+    -- committed booking that nothing is changing is lost whatever happens
+    -- next, so a loser is answered here, without queueing on the seat's
+    -- lock, and without taking one.
+    -- Each lookup has one index that fits it exactly (the primary key, or
+    -- (show_id, label)), so the plan stays a few index probes even right
+    -- after a big show is created, before statistics catch up.
+    select array_agg(l.id order by l.id), count(*), count(distinct l.id),
+           array_agg(l.id order by l.id) filter (where l.taken),
+           jsonb_agg(l.seat order by l.id),
+           jsonb_agg(jsonb_build_object('id', l.id, 'label', l.seat->>'label') order by l.id) filter (where l.taken)
+    into v_seats, v_found, v_distinct, v_taken, v_seats_json, v_unavailable_json
+    from (
+      select s.id,
+             jsonb_build_object('id', s.id, 'label', s.label, 'section', s.section, 'row', s.row_label, 'number', s.number,
+                                'category', s.category, 'price', (select c.price from app.seat_categories c
+                                                                  where c.show_id = s.show_id and c.code = s.category)
+                                                                 * (upper(v_legs) - lower(v_legs))) as seat,
+             -- Taken for good: by a booking row no transaction is changing
+             -- (xmax 0). One being cancelled, confirmed or expired right now
+             -- may be free once that commits: those seats go the locking way,
+             -- and wait for it, as every booker did before this look.
+             not s.for_sale or exists (
+               select 1 from app.booking_seats bs
+               where bs.show_id = s.show_id and bs.seat_id = s.id and bs.active and bs.legs && v_legs
+                 and (bs.held_until is null or bs.held_until > v_now) and bs.xmax = '0'::xid) as taken
+      -- One probe per named seat: by id, or by (show_id, label).
+      from (select s.* from jsonb_array_elements_text(request->'seatIds') x(id)
+            join app.seats s on s.id = x.id::bigint where s.show_id = v_show_id
+            union all
+            select s.* from jsonb_array_elements_text(request->'seatLabels') x(label)
+            join app.seats s on s.show_id = v_show_id and s.label = x.label) s
+    ) l;
+    if v_found <> v_distinct then
+      perform app.raise_problem('SEATD', 'The same seat is named more than once');
+    end if;
+    if v_found <> v_requested then
+      v_seat_ids := array(select jsonb_array_elements_text(request->'seatIds')::bigint);
+      v_seat_labels := array(select jsonb_array_elements_text(request->'seatLabels'));
+      perform app.raise_problem('SEATX', 'Some seats do not exist in this show',
+        jsonb_build_object('unknownSeats', coalesce(
+          (select jsonb_agg(x order by x) from unnest(v_seat_ids) x
+            where not exists (select 1 from app.seats s where s.id = x and s.show_id = v_show_id)),
+          (select jsonb_agg(x order by x) from unnest(v_seat_labels) x
+            where not exists (select 1 from app.seats s where s.label = x and s.show_id = v_show_id)))));
+    end if;
+    if v_taken is null then
+      -- Lock the seat rows in ascending id order: bookings of overlapping
+      -- seats queue on the first seat they share and can never deadlock.
+      -- FOR NO KEY UPDATE conflicts with itself and with nothing else.
+      perform 1 from app.seats s where s.id = any(v_seats) order by s.id for no key update;
+      -- Under the locks, a new statement sees every booking committed
+      -- before they were granted.
+      v_now := clock_timestamp();
+      select array_agg(distinct bs.seat_id order by bs.seat_id) filter (where bs.held_until is null or bs.held_until > v_now),
+             coalesce(bool_or(bs.held_until <= v_now), false)
+      into v_taken, v_lapsed
+      from app.booking_seats bs
+      where bs.seat_id = any(v_seats) and bs.active and bs.legs && v_legs;
+      if v_taken is not null then
+        select jsonb_agg(jsonb_build_object('id', s.id, 'label', s.label) order by s.id) into v_unavailable_json
+        from app.seats s where s.id = any(v_taken);
+      end if;
+    end if;
+  else
+    -- Best available takes its seats locked (SKIP LOCKED), already checked.
+    v_seats := app.pick_best_seats(v_show_id, v_quantity, request->>'section', request->>'category',
+      (request->>'maxPrice')::bigint, coalesce((request->>'allowSeparate')::boolean, false), v_legs);
+    if v_seats is null then
+      v_reason := 'not-enough-seats';
+    else
+      v_seats_json := app.seats_json(v_seats, v_legs);
+      v_now := clock_timestamp();
+      select coalesce(bool_or(bs.held_until <= v_now), false) into v_lapsed
+      from app.booking_seats bs
+      where bs.seat_id = any(v_seats) and bs.active and bs.legs && v_legs;
+    end if;
+  end if;
+  if v_taken is not null then
+    v_reason := 'seats-unavailable';
+  end if;
+
+  if v_reason is null then
+    -- Claim. Lapsed holds on these seats end now, under the seat locks, so
+    -- no sweeper has to run first; their booking rows are locked in id order.
+    if v_lapsed then
+      perform 1 from app.bookings b
+      where b.id in (select bs.booking_id from app.booking_seats bs
+                     where bs.seat_id = any(v_seats) and bs.active and bs.legs && v_legs)
+        and b.status = 'pending' and b.expires_at <= v_now
+      order by b.id
+      for update;
+      update app.bookings b set status = 'expired', updated_at = v_now
+      where b.id in (select bs.booking_id from app.booking_seats bs
+                     where bs.seat_id = any(v_seats) and bs.active and bs.legs && v_legs)
+        and b.status = 'pending' and b.expires_at <= v_now;
+    end if;
+    v_held_until := case when v_hold then v_now + make_interval(secs => v_hold_seconds) end;
+    v_status := case when v_hold then 'pending' else 'confirmed' end;
+    with claimed as (
+      insert into app.booking_seats (booking_id, seat_id, show_id, legs, price, active, held_until)
+      select v_booking_id, s.id, v_show_id, v_legs, c.price * (upper(v_legs) - lower(v_legs)), true, v_held_until
+      from app.seats s join app.seat_categories c on c.show_id = s.show_id and c.code = s.category
+      where s.id = any(v_seats)
+      returning price
+    )
+    select sum(price) into v_total from claimed;
+    insert into app.bookings (id, show_id, status, legs, customer_name, customer_email, total_price,
+                              expires_at, created_at, updated_at, confirmed_at, secret_hash, client_key)
+    values (v_booking_id, v_show_id, v_status, v_legs, request->'customer'->>'name', request->'customer'->>'email', v_total,
+            v_held_until, v_now, v_now, case when v_hold then null else v_now end, app.secret_hash(v_secret), v_client_key);
+    -- Its seat event, in this transaction; the sequencer gives it its
+    -- position once committed.
+    insert into app.seat_events (show_id, booking_id, type, seat_ids, legs)
+    values (v_show_id, v_booking_id, case when v_hold then 'held' else 'booked' end, v_seats, v_legs);
+  else
+    v_now := clock_timestamp();
+    v_status := 'failed';
+    v_total := 0;
+    insert into app.bookings (id, show_id, status, legs, customer_name, customer_email, total_price, failure_reason,
+                              requested_seat_ids, unavailable_seat_ids, created_at, updated_at, secret_hash)
+    values (v_booking_id, v_show_id, 'failed', v_legs, request->'customer'->>'name', request->'customer'->>'email', 0, v_reason,
+            coalesce(v_seats, '{}'), coalesce(v_taken, '{}'), v_now, v_now, app.secret_hash(v_secret));
+  end if;
+
+  -- Finish: the answer from what was read, as booking_json would build it.
+  v_result := jsonb_strip_nulls(jsonb_build_object(
+    'id', v_booking_id,
+    'showId', v_show_id,
+    'status', v_status,
+    'customer', jsonb_build_object('name', request->'customer'->>'name', 'email', request->'customer'->>'email'),
+    'seats', coalesce(v_seats_json, '[]'),
+    'unavailableSeats', case when v_status = 'failed' then coalesce(v_unavailable_json, '[]') end,
+    'totalPrice', v_total,
+    'currency', v_show.currency,
+    'failureReason', v_reason,
+    'expiresAt', v_held_until,
+    'createdAt', v_now,
+    'updatedAt', v_now,
+    'confirmedAt', case when v_status = 'confirmed' then v_now end));
+  if v_show.kind = 'trip' then
+    v_result := v_result || jsonb_strip_nulls(jsonb_build_object(
+      'fromStop', (select st.name from app.show_stops st where st.show_id = v_show_id and st.position = lower(v_legs)),
+      'toStop', (select st.name from app.show_stops st where st.show_id = v_show_id and st.position = upper(v_legs))));
+  end if;
+  -- The stored replay never holds the secret: a replay derives it again.
+  if idempotency_key is not null then
+    perform app.idempotency_end(idempotency_key, v_result);
+  end if;
+  return jsonb_build_object('booking', v_result || jsonb_build_object('secret', v_secret), 'replayed', false);
+end;
+$$;
+comment on function app.create_booking(jsonb, text, int, int, int, text, jsonb) is
+  'Book seats: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}.';
+
+-- Creating a booking now writes its first event itself; the trigger keeps
+-- every later change (confirm, cancel, expiry).
+create or replace function app.tg_bookings_seat_events() returns trigger
+language plpgsql
+set search_path = pg_catalog
+as $$
+-- One event per change of a booking's hold on its seats:
+--   booked     a hold is confirmed     released   a hold is cancelled
+--   cancelled  a confirmed booking is cancelled
+--   expired    a hold lapsed
+-- (held, and booked at once, are written by create_booking.)
+declare
+  v_type text := case
+    when old.status = 'pending' and new.status = 'confirmed' then 'booked'
+    when new.status = 'cancelled' and old.status = 'pending' then 'released'
+    when new.status = 'cancelled' then 'cancelled'
+    when new.status = 'expired' then 'expired'
+  end;
+begin
+  if v_type is not null and old.status is distinct from new.status then
+    insert into app.seat_events (show_id, booking_id, type, seat_ids, legs)
+    select new.show_id, new.id, v_type, array_agg(bs.seat_id order by bs.seat_id), new.legs
+    from app.booking_seats bs
+    where bs.booking_id = new.id and not bs.unavailable;
+  end if;
+  return null;
+end;
+$$;
+drop trigger if exists bookings_seat_events on app.bookings;
+create trigger bookings_seat_events after update of status on app.bookings
+  for each row when (old.status is distinct from new.status) execute function app.tg_bookings_seat_events();
+
+-- claim_seats is folded into create_booking.
+drop function if exists app.claim_seats(uuid, uuid, bigint[], int4range, timestamptz, timestamptz);
+
+-- Small SQL functions inline into their callers and check constraints only
+-- without a SET clause; with one they are planned again at every call,
+-- once per row written. Their bodies name pg_catalog objects only.
+alter function app.is_printable(text) reset search_path;
+alter function app.is_rfc3339_instant(timestamptz) reset search_path;
+alter function app.secret_hash(text) reset search_path;
+
+-- An event enters the show's position index when the sequencer numbers it,
+-- not at insert, where its position is still null.
+drop index if exists app.seat_events_show_position_idx;
+create index seat_events_show_position_idx on app.seat_events (show_id, position) where position is not null;
+
+-- convert_to is stable, so an immutable wrapper could never be inlined.
+alter function app.secret_hash(text) stable;
