@@ -12,6 +12,8 @@ export interface LiveService {
   base: string;
   pid: number;
   databaseUrl: string;
+  /** Creates a database of its own on the same server (for baselines). */
+  createDatabase(name: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -26,7 +28,10 @@ export async function waitUntilReady(base: string, service?: ChildProcess, timeo
   throw new Error('the service did not become ready');
 }
 
-export async function startLiveService(env: Record<string, string>): Promise<LiveService> {
+export async function startLiveService(
+  env: Record<string, string>,
+  options: { statementStats?: boolean } = {},
+): Promise<LiveService> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-live-pg-'));
   let database: EmbeddedDatabase | undefined;
   let service: ChildProcess | undefined;
@@ -40,7 +45,7 @@ export async function startLiveService(env: Record<string, string>): Promise<Liv
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
-    database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 400 });
+    database = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 400, statementStats: options.statementStats });
     await database.createDatabase('booking_live');
     const databaseUrl = database.url('booking_live');
     // Migrated first, as a deploy's pre-deploy step does; the service does not.
@@ -52,7 +57,12 @@ export async function startLiveService(env: Record<string, string>): Promise<Liv
     });
     const base = `http://127.0.0.1:${port}`;
     await waitUntilReady(base, service);
-    return { base, pid: service.pid ?? 0, databaseUrl, stop };
+    const started = database;
+    const createDatabase = async (name: string) => {
+      await started.createDatabase(name);
+      return started.url(name);
+    };
+    return { base, pid: service.pid ?? 0, databaseUrl, createDatabase, stop };
   } catch (error) {
     await stop();
     throw error;

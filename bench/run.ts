@@ -1,29 +1,30 @@
-// `npm run bench`: load scenarios of concurrent seat contention against the
-// built service (production settings) on a fresh embedded PostgreSQL. Each
-// scenario ends with invariant checks in SQL; results go to bench/results/.
+// `npm run bench`: the built service (production settings) against a fresh
+// embedded PostgreSQL, side by side with pgbench calling its booking
+// function and pgbench calling the minimal booking of ../shared/limit, all
+// on the same server in the same run. Every scenario ends with invariant
+// checks in SQL; results go to bench/results/.
 //
 //   npm run bench                 full run
-//   npm run bench -- --smoke      a few seconds, small numbers (CI)
+//   npm run bench -- --smoke      a few seconds a run (CI); never committed
 import http from 'node:http';
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { promisify } from 'node:util';
 import path from 'node:path';
+import { availableParallelism } from 'node:os';
+import { readFile, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
 import { projectRoot } from '../src/migrate.js';
+import { DatabaseCosts, quiesce, type DatabaseCost } from './database-cost.js';
 import { invariantViolations } from './invariants.js';
 import { startLiveService } from './live-service.js';
-import { writeReport } from './report.js';
-import { availableParallelism } from 'node:os';
+import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, writeScript, type PgbenchResult } from './pgbench.js';
+import { writeReport, type Report } from './report.js';
 
 const smoke = process.argv.includes('--smoke');
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
-const duration = smoke ? 3 : 15;
+/** Every run of a workload, HTTP or pgbench, lasts this long. */
+const duration = smoke ? 3 : 10;
 
 export interface ScenarioResult {
   name: string;
@@ -33,67 +34,53 @@ export interface ScenarioResult {
   requestsPerSecond: number;
   latencyMs: { p50: number; p99: number; max: number };
   statusCounts: Record<string, number>;
+  /** Answers other than 2xx, 304 and 409, by status and problem detail: why they failed. */
+  problems?: Record<string, number>;
   errors: number;
   violations: string[];
   peakRssMb: number;
+  /** What PostgreSQL did per booking in this run. */
+  database?: DatabaseCost;
   /** Figures particular to the scenario. */
   details?: Record<string, number>;
 }
 
-export interface PgbenchResult {
+export type { PgbenchResult };
+
+/** One workload three ways, in one run: the service, its function, the minimal function. */
+export interface Comparison {
+  workload: string;
+  description: string;
+  connections: number;
+  serviceRps: number;
+  functionTps?: number;
+  minimalTps?: number;
+  serviceToMinimal?: number;
+  functionToMinimal?: number;
+  serviceToFunction?: number;
+}
+
+interface Workload {
   name: string;
-  clients: number;
-  durationSeconds: number;
-  transactionsPerSecond: number;
-  latencyAverageMs: number;
-  transactions: number;
-  failed: number;
+  description: string;
+  connections: number;
+  rows: number;
+  seatsPerRow: number;
+  pick: 'one' | 'three' | 'best';
+  /** The minimal function's script for this workload, and the show it books. */
+  minimal?: { script: 'hot.pgbench' | 'spread.pgbench'; show: number };
 }
 
-const PGBENCH = ['/usr/bin/pgbench', '/usr/lib/postgresql/15/bin/pgbench'].find((path) => existsSync(path));
+const workloads: Workload[] = [
+  { name: 'hot', description: '100 seats, one seat a booking', connections: 64, rows: 10, seatsPerRow: 10, pick: 'one', minimal: { script: 'hot.pgbench', show: 1 } },
+  { name: 'spread', description: '10,000 seats, one seat a booking', connections: 64, rows: 100, seatsPerRow: 100, pick: 'one', minimal: { script: 'spread.pgbench', show: 2 } },
+  { name: 'flash', description: '100 seats, one seat a booking', connections: 256, rows: 10, seatsPerRow: 10, pick: 'one', minimal: { script: 'hot.pgbench', show: 1 } },
+  { name: 'multi', description: '10,000 seats, 3 adjacent seats a booking', connections: 64, rows: 100, seatsPerRow: 100, pick: 'three' },
+  { name: 'best-available', description: '10,000 seats, 2 to 4 adjacent seats anywhere in the section', connections: 64, rows: 100, seatsPerRow: 100, pick: 'best' },
+];
 
-/**
- * The database's own limit: pgbench calling the same booking function with
- * the same workload as an HTTP scenario, on a show of its own.
- */
-async function pgbenchScenario(
-  name: string,
-  base: string,
-  databaseUrl: string,
-  options: { clients: number; rows: number; seatsPerRow: number; bestAvailable?: boolean },
-): Promise<PgbenchResult | undefined> {
-  if (!PGBENCH) return undefined;
-  const showId = await createShow(base, options.rows, options.seatsPerRow);
-  const dir = await mkdtemp(path.join(tmpdir(), 'booking-pgbench-'));
-  const script = `${dir}/book.sql`;
-  await writeFile(
-    script,
-    [
-      `\\set r random(1, ${options.rows})`,
-      `\\set n random(1, ${options.seatsPerRow})`,
-      `\\set q random(2, 4)`,
-      options.bestAvailable
-        ? `select app.create_booking(jsonb_build_object('showId', '${showId}', 'quantity', (:q)::int, 'section', 'Floor', 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')));`
-        : `select app.create_booking(jsonb_build_object('showId', '${showId}', 'seatLabels', jsonb_build_array('Floor-R' || :r || '-' || :n), 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')));`,
-      '',
-    ].join('\n'),
-  );
-  const { stdout } = await promisify(execFile)(
-    PGBENCH,
-    ['-n', '-M', 'prepared', '-c', String(options.clients), '-j', '2', '-T', String(duration), '-f', script, databaseUrl],
-    { maxBuffer: 10 * 1024 * 1024 },
-  );
-  const number = (pattern: RegExp) => Number(pattern.exec(stdout)?.[1] ?? Number.NaN);
-  return {
-    name,
-    clients: options.clients,
-    durationSeconds: duration,
-    transactionsPerSecond: Math.round(number(/tps = ([\d.]+)/)),
-    latencyAverageMs: number(/latency average = ([\d.]+) ms/),
-    transactions: number(/number of transactions actually processed: (\d+)/),
-    failed: number(/number of failed transactions: (\d+)/) || 0,
-  };
-}
+const ratio = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined || b === 0 ? undefined : Math.round((a / b) * 100) / 100;
 
 function layout(rows: number, seatsPerRow: number, sections = 1): components['schemas']['NewShow'] {
   return {
@@ -131,48 +118,45 @@ function watchRss(pid: number): () => number {
   };
 }
 
-async function bookingScenario(
-  name: string,
-  base: string,
-  db: pg.Pool,
-  servicePid: number,
-  options: { connections: number; rows: number; seatsPerRow: number; showId?: string; bestAvailable?: boolean },
-): Promise<ScenarioResult> {
-  const showId = options.showId ?? (await createShow(base, options.rows, options.seatsPerRow));
-  const confirmedIds: string[] = [];
-  const stopRss = watchRss(servicePid);
-  let n = 0;
-  const result = await autocannon({
-    url: base,
-    connections: options.connections,
-    duration,
-    requests: [
-      {
-        method: 'POST',
-        path: '/api/bookings',
-        headers: { 'content-type': 'application/json' },
-        setupRequest: (request) => {
-          const row = 1 + Math.floor(Math.random() * options.rows);
-          const seat = 1 + Math.floor(Math.random() * options.seatsPerRow);
-          n += 1;
-          // Best available: 2 to 4 adjacent seats in the section; otherwise one named seat.
-          const seats = options.bestAvailable
-            ? { quantity: 2 + (n % 3), section: 'Floor' }
-            : { seatLabels: [`Floor-R${row}-${seat}`] };
-          return {
-            ...request,
-            body: JSON.stringify({ showId, ...seats, customer: { name: `Bench ${n}`, email: `bench${n}@example.com` } }),
-          };
-        },
-        onResponse: (status, body) => {
-          if (status === 201) confirmedIds.push(JSON.parse(body).id);
-        },
-      },
-    ],
-  });
-  const summarized = summary(name, options.connections, result, stopRss());
-  summarized.violations = await invariantViolations(db, confirmedIds, showId);
-  return summarized;
+/** The seats a request asks for, as the request body's members. */
+function seatsFor(workload: Pick<Workload, 'rows' | 'seatsPerRow' | 'pick'>, n: number): Record<string, unknown> {
+  if (workload.pick === 'best') return { quantity: 2 + (n % 3), section: 'Floor' };
+  const row = 1 + Math.floor(Math.random() * workload.rows);
+  if (workload.pick === 'three') {
+    const first = 1 + Math.floor(Math.random() * (workload.seatsPerRow - 2));
+    return { seatLabels: [0, 1, 2].map((i) => `Floor-R${row}-${first + i}`) };
+  }
+  return { seatLabels: [`Floor-R${row}-${1 + Math.floor(Math.random() * workload.seatsPerRow)}`] };
+}
+
+/** The same requests as seatsFor, as a pgbench script calling the function as the service does. */
+function functionScript(workload: Workload, showId: string): string[] {
+  const call = (seats: string) =>
+    `select app.create_booking(jsonb_build_object('showId', '${showId}', ${seats}, 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')), null, 10, 600, 1800, '127.0.0.1');`;
+  const label = (seat: string) => `'Floor-R' || :r || '-' || :${seat}`;
+  switch (workload.pick) {
+    case 'best':
+      return [`\\set q random(2, 4)`, call(`'quantity', (:q)::int, 'section', 'Floor'`)];
+    case 'three':
+      return [
+        `\\set r random(1, ${workload.rows})`,
+        `\\set a random(1, ${workload.seatsPerRow - 2})`,
+        `\\set b :a + 1`,
+        `\\set c :a + 2`,
+        call(`'seatLabels', jsonb_build_array(${label('a')}, ${label('b')}, ${label('c')})`),
+      ];
+    case 'one':
+      return [`\\set r random(1, ${workload.rows})`, `\\set a random(1, ${workload.seatsPerRow})`, call(`'seatLabels', jsonb_build_array(${label('a')})`)];
+  }
+}
+
+async function showBookings(db: pg.Pool, showId: string): Promise<{ total: number; confirmed: number }> {
+  const { rows } = await db.query<{ total: number; confirmed: number }>(
+    `select count(*)::int as total, (count(*) filter (where status = 'confirmed'))::int as confirmed
+     from app.bookings where show_id = $1`,
+    [showId],
+  );
+  return rows[0] ?? { total: 0, confirmed: 0 };
 }
 
 function summary(name: string, connections: number, result: autocannon.Result, peakRssMb: number): ScenarioResult {
@@ -190,8 +174,110 @@ function summary(name: string, connections: number, result: autocannon.Result, p
   };
 }
 
+interface Context {
+  base: string;
+  pid: number;
+  db: pg.Pool;
+  costs: DatabaseCosts | undefined;
+}
+
+async function bookingScenario(
+  name: string,
+  { base, pid, db, costs }: Context,
+  workload: Pick<Workload, 'connections' | 'rows' | 'seatsPerRow' | 'pick'>,
+  showId?: string,
+): Promise<ScenarioResult> {
+  const show = showId ?? (await createShow(base, workload.rows, workload.seatsPerRow));
+  const confirmedIds: string[] = [];
+  const problems: Record<string, number> = {};
+  await quiesce(db);
+  const mark = await costs?.start();
+  const stopRss = watchRss(pid);
+  let n = 0;
+  const result = await autocannon({
+    url: base,
+    connections: workload.connections,
+    duration,
+    requests: [
+      {
+        method: 'POST',
+        path: '/api/bookings',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (request) => {
+          n += 1;
+          return {
+            ...request,
+            body: JSON.stringify({ showId: show, ...seatsFor(workload, n), customer: { name: `Bench ${n}`, email: `bench${n}@example.com` } }),
+          };
+        },
+        onResponse: (status, body) => {
+          if (status === 201) confirmedIds.push(JSON.parse(body).id);
+          else if (status !== 409) {
+            // The problem's detail names the cause: a pool wait, a lock wait, a statement timeout.
+            let detail = '';
+            try {
+              detail = String(JSON.parse(body).detail ?? '');
+            } catch {
+              detail = body.slice(0, 80);
+            }
+            const key = `${status} ${detail}`.trim();
+            problems[key] = (problems[key] ?? 0) + 1;
+          }
+        },
+      },
+    ],
+  });
+  const summarized = summary(name, workload.connections, result, stopRss());
+  if (Object.keys(problems).length) summarized.problems = problems;
+  // Requests in flight when the clock stopped still run, and book: they
+  // belong to this run, and nothing counted before they end is final.
+  const atClock = await showBookings(db, show);
+  const drainMs = await quiesce(db);
+  if (mark && costs) summarized.database = await costs.finish(mark, 'booking_live', () => showBookings(db, show));
+  const bookings = await showBookings(db, show);
+  summarized.details = { drainMs, confirmedAfterClock: bookings.confirmed - atClock.confirmed };
+  summarized.violations = await invariantViolations(db, confirmedIds, show);
+  return summarized;
+}
+
+/** pgbench calling app.create_booking with the workload's requests, on a show of its own. */
+async function functionBaseline(context: Context, workload: Workload, databaseUrl: string): Promise<PgbenchResult> {
+  const showId = await createShow(context.base, workload.rows, workload.seatsPerRow);
+  const script = await writeScript(functionScript(workload, showId));
+  await quiesce(context.db);
+  const mark = await context.costs?.start();
+  const result = await pgbench(databaseUrl, script, workload.connections, duration);
+  await quiesce(context.db);
+  const database = mark && context.costs ? await context.costs.finish(mark, 'booking_live', () => showBookings(context.db, showId)) : undefined;
+  const violations = await invariantViolations(context.db, [], showId);
+  return { name: workload.name, target: 'create_booking', ...result, ...(database ? { database } : {}), violations };
+}
+
+/** pgbench calling the minimal function, on its own database of the same server, every seat free again. */
+async function minimalBaseline(context: Context, workload: Workload, limitUrl: string): Promise<PgbenchResult | undefined> {
+  if (!workload.minimal) return undefined;
+  await psqlFile(limitUrl, path.join(LIMIT_DIR, 'reset.sql'));
+  await quiesce(context.db);
+  const mark = await context.costs?.start();
+  const result = await pgbench(limitUrl, path.join(LIMIT_DIR, workload.minimal.script), workload.connections, duration);
+  const show = workload.minimal.show;
+  const count = async () => {
+    const limit = new pg.Client({ connectionString: limitUrl });
+    await limit.connect();
+    const { rows } = await limit
+      .query<{ total: number; confirmed: number }>(
+        `select count(*)::int as total, (count(*) filter (where status = 'confirmed'))::int as confirmed from bookings where show_id = $1`,
+        [show],
+      )
+      .finally(() => limit.end());
+    return rows[0] ?? { total: 0, confirmed: 0 };
+  };
+  const database = mark && context.costs ? await context.costs.finish(mark, 'limit', count) : undefined;
+  return { name: workload.name, target: 'minimal', ...result, ...(database ? { database } : {}) };
+}
+
 /** Reads of a 20,000-seat show's map: whole, then revalidated with its ETag. */
-async function seatMapScenarios(base: string, servicePid: number): Promise<ScenarioResult[]> {
+async function seatMapScenarios({ base, pid }: Context): Promise<ScenarioResult[]> {
   const showId = await createShow(base, 50, 100, 4);
   // Some seats booked, so statuses vary.
   for (let i = 0; i < 200; i++) {
@@ -202,28 +288,47 @@ async function seatMapScenarios(base: string, servicePid: number): Promise<Scena
     });
   }
   await sleep(300);
-  const path = `/api/shows/${showId}/seats`;
-  const first = await fetch(`${base}${path}`);
+  const mapPath = `/api/shows/${showId}/seats`;
+  const first = await fetch(`${base}${mapPath}`);
   const etag = first.headers.get('etag') ?? '';
   const size = (await first.text()).length;
   const connections = smoke ? 4 : 16;
-  let stopRss = watchRss(servicePid);
-  const full = await autocannon({ url: `${base}${path}`, connections, duration });
+  let stopRss = watchRss(pid);
+  const full = await autocannon({ url: `${base}${mapPath}`, connections, duration });
   const fullResult = summary('seat-map', connections, full, stopRss());
   fullResult.details = { seats: 20_000, bodyBytes: size };
-  stopRss = watchRss(servicePid);
-  const cached = await autocannon({ url: `${base}${path}`, connections, duration, headers: { 'if-none-match': etag } });
+  stopRss = watchRss(pid);
+  const cached = await autocannon({ url: `${base}${mapPath}`, connections, duration, headers: { 'if-none-match': etag } });
   const cachedResult = summary('seat-map-304', connections, cached, stopRss());
   if (!cachedResult.statusCounts['304']) cachedResult.violations.push('revalidation did not answer 304');
   return [fullResult, cachedResult];
 }
 
-/** Bookings while N SSE subscribers listen: every subscriber must see every booking. */
-async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, subscribers: number): Promise<ScenarioResult> {
+/** The ids of a show's `booked` events in its public history, oldest first. */
+async function bookedInHistory(base: string, showId: string): Promise<number[]> {
+  const ids: number[] = [];
+  let after = 0;
+  for (;;) {
+    const response = await fetch(`${base}/api/shows/${showId}/events?after=${after}&limit=1000`, { headers: { accept: 'application/json' } });
+    const page = (await response.json()) as components['schemas']['SeatEventPage'];
+    for (const event of page.items) if (event.type === 'booked') ids.push(event.id);
+    if (page.nextAfter === undefined) return ids;
+    after = page.nextAfter;
+  }
+}
+
+/**
+ * Bookings while N SSE subscribers listen: every subscriber must receive each
+ * `booked` event of the show exactly once, in order, and there must be one
+ * per confirmed booking.
+ */
+async function fanOutScenario(context: Context, subscribers: number): Promise<ScenarioResult> {
+  const { base, db, pid } = context;
   const showId = await createShow(base, 100, 100);
   const url = new URL(`${base}/api/shows/${showId}/events`);
-  const rssBefore = Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${servicePid}/status`, 'utf8'))?.[1] ?? 0);
-  const received = new Array<number>(subscribers).fill(0);
+  const rssBefore = Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  // Per subscriber: the ids of the booked events received, in arrival order.
+  const received: number[][] = Array.from({ length: subscribers }, () => []);
   const sockets: http.ClientRequest[] = [];
   await Promise.all(
     Array.from({ length: subscribers }, (_, i) =>
@@ -233,10 +338,15 @@ async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, sub
           (res) => {
             res.setEncoding('utf8');
             let partial = '';
+            let id = Number.NaN;
             res.on('data', (chunk: string) => {
               const lines = (partial + chunk).split('\n');
               partial = lines.pop() ?? '';
-              received[i] = (received[i] ?? 0) + lines.filter((line) => line === 'event: booked').length;
+              for (const line of lines) {
+                if (line.startsWith('id: ')) id = Number(line.slice(4));
+                else if (line === 'event: booked') received[i]?.push(id);
+                else if (line === '') id = Number.NaN;
+              }
             });
             res.once('data', () => resolve());
           },
@@ -246,67 +356,111 @@ async function fanOutScenario(base: string, db: pg.Pool, servicePid: number, sub
       }),
     ),
   );
-  const result = await bookingScenario('fan-out', base, db, servicePid, {
-    connections: smoke ? 8 : 32,
-    rows: 100,
-    seatsPerRow: 100,
-    showId,
-  });
-  // Requests still in flight when the clock stopped were booked too: count
-  // what the database holds, then let the last events arrive.
-  const { rows } = await db.query<{ n: number }>(
-    `select count(*)::int as n from app.bookings where show_id = $1 and status = 'confirmed'`,
-    [showId],
-  );
-  const confirmed = rows[0]?.n ?? 0;
-  for (let i = 0; i < 50 && received.some((n) => n < confirmed); i++) await sleep(100);
-  const short = received.filter((n) => n !== confirmed).length;
-  if (short) result.violations.push(`${short} of ${subscribers} subscribers did not receive exactly ${confirmed} booked events`);
+  const result = await bookingScenario('fan-out', context, { connections: smoke ? 8 : 32, rows: 100, seatsPerRow: 100, pick: 'one' }, showId);
+  // bookingScenario waited for the requests still in flight when the clock
+  // stopped; the sequencer then gives their events positions within a tick.
+  const { confirmed } = await showBookings(db, showId);
+  let history = await bookedInHistory(base, showId);
+  for (let i = 0; i < 50 && history.length < confirmed; i++) {
+    await sleep(100);
+    history = await bookedInHistory(base, showId);
+  }
+  if (history.length !== confirmed) result.violations.push(`the show's history holds ${history.length} booked events for ${confirmed} confirmed bookings`);
+  const expected = history.length;
+  for (let i = 0; i < 50 && received.some((ids) => ids.length < expected); i++) await sleep(100);
+  const wanted = new Set(history);
+  let short = 0;
+  let extra = 0;
+  let duplicated = 0;
+  let disordered = 0;
+  let foreign = 0;
+  for (const ids of received) {
+    if (new Set(ids).size !== ids.length) duplicated += 1;
+    if (ids.some((id, k) => k > 0 && id <= (ids[k - 1] ?? 0))) disordered += 1;
+    if (ids.some((id) => !wanted.has(id))) foreign += 1;
+    if (ids.length < expected) short += 1;
+    if (ids.length > expected) extra += 1;
+  }
+  const of = `of ${subscribers} subscribers`;
+  if (short) result.violations.push(`${short} ${of} received fewer than the ${expected} booked events`);
+  if (extra) result.violations.push(`${extra} ${of} received more than the ${expected} booked events`);
+  if (duplicated) result.violations.push(`${duplicated} ${of} received an event twice`);
+  if (disordered) result.violations.push(`${disordered} ${of} received events out of order`);
+  if (foreign) result.violations.push(`${foreign} ${of} received an event not in the show's history`);
   result.details = {
+    ...result.details,
     subscribers,
-    eventsDelivered: received.reduce((a, b) => a + b, 0),
+    eventsDelivered: received.reduce((sum, ids) => sum + ids.length, 0),
     rssBeforeSubscribersMb: Math.round(rssBefore / 1024),
   };
   for (const socket of sockets) socket.destroy();
   return result;
 }
 
-const service = await startLiveService({
-  NODE_ENV: 'production',
-  ADMIN_TOKEN,
-  METRICS_TOKEN: 'bench-metrics-token-0123456789',
-  // The load generator is one client: no per-client limits.
-  RATE_LIMIT_BOOKINGS: '0',
-  RATE_LIMIT_READS: '0',
-  // Nor a per-client cap on streams: the fan-out's subscribers share its address.
-  SSE_MAX_STREAMS_PER_CLIENT: '0',
-});
+/** The server's version and durability, which set what its figures mean. */
+async function serverSettings(pool: pg.Pool): Promise<string> {
+  const { rows } = await pool.query<{ v: string }>(
+    `select format('PostgreSQL %s, fsync %s, synchronous_commit %s', current_setting('server_version'),
+       current_setting('fsync'), current_setting('synchronous_commit')) as v`,
+  );
+  return rows[0]?.v ?? '';
+}
+
+const service = await startLiveService(
+  {
+    NODE_ENV: 'production',
+    ADMIN_TOKEN,
+    METRICS_TOKEN: 'bench-metrics-token-0123456789',
+    // The load generator is one client: no per-client limits.
+    RATE_LIMIT_BOOKINGS: '0',
+    RATE_LIMIT_READS: '0',
+    // Nor a per-client cap on streams: the fan-out's subscribers share its address.
+    SSE_MAX_STREAMS_PER_CLIENT: '0',
+  },
+  { statementStats: true },
+);
 const db = new pg.Pool({ connectionString: service.databaseUrl, max: 4 });
+const costs = await DatabaseCosts.open(service.databaseUrl.replace(/\/booking_live$/, '/postgres'));
 let failed = false;
 try {
-  const { base, pid } = service;
-
-  const flash = { connections: smoke ? 32 : 256, rows: 10, seatsPerRow: 10 };
-  const spread = { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100 };
-  const best = { connections: smoke ? 16 : 64, rows: 100, seatsPerRow: 100, bestAvailable: true };
-  const results = [
-    await bookingScenario('flash-sale', base, db, pid, flash),
-    await bookingScenario('spread', base, db, pid, spread),
-    await bookingScenario('best-available', base, db, pid, best),
-    ...(await seatMapScenarios(base, pid)),
-    await fanOutScenario(base, db, pid, smoke ? 50 : 500),
-  ];
-  // The same workloads straight into the database, in the same run.
-  const pgbench = [
-    await pgbenchScenario('flash-sale', base, service.databaseUrl, { ...flash, clients: flash.connections }),
-    await pgbenchScenario('spread', base, service.databaseUrl, { ...spread, clients: spread.connections }),
-    await pgbenchScenario('best-available', base, service.databaseUrl, { ...best, clients: best.connections }),
-  ].filter((result): result is PgbenchResult => result !== undefined);
-  for (const result of results) {
-    const limit = pgbench.find((p) => p.name === result.name);
-    if (limit) result.details = { ...result.details, pgbenchTps: limit.transactionsPerSecond, ratioToPgbench: Math.round((result.requestsPerSecond / limit.transactionsPerSecond) * 100) / 100 };
+  const context: Context = { base: service.base, pid: service.pid, db, costs };
+  const notes: string[] = [];
+  if (!PGBENCH) notes.push('pgbench not found (apt-get install postgresql-client): no database baselines in this run');
+  const missing = minimalUnavailable();
+  let limitUrl: string | undefined;
+  if (missing) notes.push(`minimal function baseline skipped: ${missing}`);
+  else {
+    limitUrl = await service.createDatabase('limit');
+    await psqlFile(limitUrl, path.join(LIMIT_DIR, 'minimal.sql'));
   }
-  if (!PGBENCH) console.log('pgbench not found (apt-get install postgresql-client): no database baseline in this run');
+  for (const note of notes) console.log(note);
+
+  // Each workload three ways back to back (same duration, fresh seats), so
+  // the three share whatever else the machine is doing at that moment.
+  const results: ScenarioResult[] = [];
+  const baselines: PgbenchResult[] = [];
+  const comparisons: Comparison[] = [];
+  for (const workload of workloads) {
+    console.log(`${workload.name}: ${workload.description}, ${workload.connections} connections, ${duration} s each`);
+    const served = await bookingScenario(workload.name, context, workload);
+    results.push(served);
+    const viaFunction = PGBENCH ? await functionBaseline(context, workload, service.databaseUrl) : undefined;
+    const minimal = limitUrl ? await minimalBaseline(context, workload, limitUrl) : undefined;
+    for (const baseline of [viaFunction, minimal]) if (baseline) baselines.push(baseline);
+    comparisons.push({
+      workload: workload.name,
+      description: workload.description,
+      connections: workload.connections,
+      serviceRps: served.requestsPerSecond,
+      functionTps: viaFunction?.transactionsPerSecond,
+      minimalTps: minimal?.transactionsPerSecond,
+      serviceToMinimal: ratio(served.requestsPerSecond, minimal?.transactionsPerSecond),
+      functionToMinimal: ratio(viaFunction?.transactionsPerSecond, minimal?.transactionsPerSecond),
+      serviceToFunction: ratio(served.requestsPerSecond, viaFunction?.transactionsPerSecond),
+    });
+  }
+  results.push(...(await seatMapScenarios(context)));
+  results.push(await fanOutScenario(context, smoke ? 50 : 500));
 
   console.table(
     results.map((r) => ({
@@ -315,22 +469,63 @@ try {
       'req/s': r.requestsPerSecond,
       'p50 ms': r.latencyMs.p50,
       'p99 ms': r.latencyMs.p99,
+      'max ms': r.latencyMs.max,
       statuses: JSON.stringify(r.statusCounts),
       errors: r.errors,
       'peak RSS MB': r.peakRssMb,
       violations: r.violations.length,
     })),
   );
+  console.log('Ratios within this run (absolute figures on a shared machine are noise):');
+  console.table(
+    comparisons.map((c) => ({
+      workload: c.workload,
+      connections: c.connections,
+      'service req/s': c.serviceRps,
+      'pgbench→create_booking tps': c.functionTps ?? '',
+      'pgbench→minimal tps': c.minimalTps ?? '',
+      'service/minimal': c.serviceToMinimal ?? '',
+      'function/minimal': c.functionToMinimal ?? '',
+      'service/function': c.serviceToFunction ?? '',
+    })),
+  );
+  const costRows = [
+    ...results.filter((r) => r.database).map((r) => ({ run: `${r.name} service`, cost: r.database })),
+    ...baselines.filter((b) => b.database).map((b) => ({ run: `${b.name} pgbench→${b.target}`, cost: b.database })),
+  ];
+  if (costRows.length) {
+    console.log('What PostgreSQL did per booking attempt (pg_stat_statements, track=all; WAL of the whole server):');
+    console.table(
+      costRows.map(({ run, cost }) => ({
+        run,
+        bookings: cost?.bookings,
+        confirmed: cost?.confirmed,
+        'statements/booking': cost?.statementsPerBooking,
+        'WAL bytes/booking': cost?.walBytesPerBooking,
+      })),
+    );
+  }
+  for (const r of results) if (r.problems) console.log(`${r.name} answered: ${JSON.stringify(r.problems)}`);
   for (const r of results) if (r.details) console.log(`${r.name}: ${JSON.stringify(r.details)}`);
   for (const r of results) for (const v of r.violations) console.error(`VIOLATION in ${r.name}: ${v}`);
-  failed = results.some((r) => r.violations.length > 0);
+  for (const b of baselines) for (const v of b.violations ?? []) console.error(`VIOLATION in pgbench ${b.name}: ${v}`);
+  failed = results.some((r) => r.violations.length > 0) || baselines.some((b) => (b.violations ?? []).length > 0);
   const file = `${projectRoot}bench/results/${smoke ? 'smoke' : 'latest'}.json`;
-  const report = { date: new Date().toISOString(), smoke, machine: { cores: availableParallelism() }, results, pgbench };
+  const report: Report = {
+    date: new Date().toISOString(),
+    smoke,
+    machine: { cores: availableParallelism(), postgres: await serverSettings(db) },
+    durationSeconds: duration,
+    notes,
+    comparisons,
+    results,
+    pgbench: baselines,
+  };
   await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`results written to ${path.relative(projectRoot, file)}`);
-  console.table(pgbench);
   if (!smoke) await writeReport(report);
 } finally {
+  await costs?.end();
   await db.end();
   await service.stop();
 }

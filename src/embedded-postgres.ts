@@ -32,6 +32,11 @@ export interface EmbeddedOptions {
   /** Keep the data directory after stop (the service) or delete it (tests). */
   persistent: boolean;
   maxConnections?: number;
+  /**
+   * Load pg_stat_statements and track statements inside functions too, so a
+   * benchmark can count what one call costs. Off by default: it costs time.
+   */
+  statementStats?: boolean;
   onLog?: (message: string) => void;
 }
 
@@ -105,6 +110,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       '-c', 'listen_addresses=127.0.0.1',
       '-c', 'unix_socket_directories=',
       '-c', `max_connections=${options.maxConnections ?? 100}`,
+      ...(options.statementStats
+        ? ['-c', 'shared_preload_libraries=pg_stat_statements', '-c', 'pg_stat_statements.track=all']
+        : []),
     ],
     onLog: log,
     onError: (e: unknown) => log(String(e)),
