@@ -61,7 +61,10 @@ export function operationRoutes(pool: pg.Pool, metrics: Metrics): Router {
       res.status(503).set('Retry-After', '5').json(unavailable);
       return;
     }
-    if (applied !== expected) {
+    // At or ahead of this version: migrations only expand the schema, so a
+    // release keeps working while the next one's migrations are applied (and
+    // after a rollback). Only a database that lacks one of ours is refused.
+    if (applied === null || applied < expected) {
       req.log.warn({ expectedMigration: expected, appliedMigration: applied }, 'not ready: the database lacks this version\'s migrations');
       res.status(503).set('Retry-After', '5').json(unavailable);
       return;
