@@ -124,7 +124,7 @@ async function book(base: string, name: string, connections: number, rows: numbe
   // When each connection got its first answer: time spent in the listen
   // queue and before the first middleware shows here, not in the service's log.
   const firstAnswer = new Map<object, number>();
-  const instance = autocannon({
+  const options: autocannon.Options = {
     url: base,
     connections,
     duration,
@@ -140,11 +140,13 @@ async function book(base: string, name: string, connections: number, rows: numbe
         },
       },
     ],
+  };
+  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+    const instance = autocannon(options, (error: unknown, done: autocannon.Result) => (error ? reject(error) : resolve(done)));
+    instance.on('response', (client: object) => {
+      if (!firstAnswer.has(client)) firstAnswer.set(client, Date.now() - started);
+    });
   });
-  instance.on('response', (client: object) => {
-    if (!firstAnswer.has(client)) firstAnswer.set(client, Date.now() - started);
-  });
-  const result = await instance;
   const firsts = [...firstAnswer.values()].sort((a, b) => a - b);
   const statuses = Object.entries(result.statusCodeStats ?? {})
     .map(([status, { count }]) => `${status}: ${count}`)
