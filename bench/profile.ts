@@ -99,6 +99,33 @@ function listenOverflows(): number {
   }
 }
 
+/**
+ * The longest the listen socket's accept queue got in the first seconds of a
+ * scenario (ss's Recv-Q of a listening socket), and its size (Send-Q):
+ * connections there wait before the service has even seen them.
+ */
+function watchAcceptQueue(port: string): () => Promise<{ longest: number; backlog: number }> {
+  let longest = 0;
+  let backlog = 0;
+  const sample = () => {
+    try {
+      const out = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' });
+      const [, queued, size] = /^LISTEN\s+(\d+)\s+(\d+)/m.exec(out) ?? [];
+      longest = Math.max(longest, Number(queued ?? 0));
+      backlog = Number(size ?? 0);
+    } catch {
+      // No ss here: the column stays 0.
+    }
+  };
+  const timer = setInterval(sample, 100);
+  const stop = setTimeout(() => clearInterval(timer), 3000);
+  return async () => {
+    clearInterval(timer);
+    clearTimeout(stop);
+    return { longest, backlog };
+  };
+}
+
 async function createShow(base: string, rows: number, seatsPerRow: number): Promise<string> {
   const api = createBookingClient(base, { adminToken: ADMIN_TOKEN });
   const { data, error } = await api.POST('/api/shows', {
@@ -128,6 +155,7 @@ async function book(base: string, pid: number, name: string, connections: number
   const showId = await createShow(base, rows, seatsPerRow);
   const overflowsBefore = listenOverflows();
   const cpuBefore = await cpuMs(pid);
+  const acceptQueue = watchAcceptQueue(new URL(base).port);
   let n = 0;
   const started = Date.now();
   // When each connection got its first answer: time spent in the listen
@@ -158,6 +186,7 @@ async function book(base: string, pid: number, name: string, connections: number
   });
   const cpu = (await cpuMs(pid)) - cpuBefore;
   const firsts = [...firstAnswer.values()].sort((a, b) => a - b);
+  const queue = await acceptQueue();
   const statuses = Object.entries(result.statusCodeStats ?? {})
     .map(([status, { count }]) => `${status}: ${count}`)
     .join(', ');
@@ -171,8 +200,11 @@ async function book(base: string, pid: number, name: string, connections: number
     errors: result.errors + result.timeouts,
     // Less noisy than req/s on a shared machine: what each answer cost the service's process.
     'service CPU ms/req': Math.round((cpu / result.requests.total) * 100) / 100,
+    'first answer p50 ms': firsts[Math.floor(firsts.length / 2)] ?? Number.NaN,
     'first answer max ms': firsts.at(-1) ?? Number.NaN,
     'connections first answered after 1 s': firsts.filter((ms) => ms > 1000).length + (connections - firsts.length),
+    'accept queue longest': queue.longest,
+    backlog: queue.backlog,
     'listen overflows': listenOverflows() - overflowsBefore,
   };
 }
