@@ -28,10 +28,12 @@ export async function waitUntilReady(base: string, service?: ChildProcess, timeo
   throw new Error('the service did not become ready');
 }
 
+/** `nodeArgs` go before the entry point, e.g. `--cpu-prof` for a profile of the service under load. */
 export async function startLiveService(
   env: Record<string, string>,
-  options: { statementStats?: boolean } = {},
+  options: { statementStats?: boolean; nodeArgs?: string[] } = {},
 ): Promise<LiveService> {
+  const nodeArgs = options.nodeArgs ?? [];
   const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-live-pg-'));
   let database: EmbeddedDatabase | undefined;
   let service: ChildProcess | undefined;
@@ -51,7 +53,7 @@ export async function startLiveService(
     // Migrated first, as a deploy's pre-deploy step does; the service does not.
     await runMigrations(databaseUrl, () => {});
     const port = await freePort();
-    service = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
+    service = spawn(process.execPath, [...nodeArgs, `${projectRoot}dist/main.js`], {
       env: { ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', ...env },
       stdio: ['ignore', 'inherit', 'inherit'],
     });

@@ -93,11 +93,13 @@ export function makeApp({
   // Event streams are never compressed: the compressor would hold events
   // back until its buffer fills. Seat maps arrive already gzipped when the
   // client accepts it, and the middleware leaves encoded bodies alone.
-  app.use(
-    compression({
-      filter: (req, res) => !/^text\/event-stream\b/i.test(String(res.getHeader('Content-Type') ?? '')) && compression.filter(req, res),
-    }),
-  );
+  const compress = compression({
+    filter: (req, res) => !/^text\/event-stream\b/i.test(String(res.getHeader('Content-Type') ?? '')) && compression.filter(req, res),
+  });
+  // A booking route answers one booking, nearly always under the 1 kB
+  // threshold: wrapping every response there cost the booking path CPU and
+  // compressed next to nothing.
+  app.use((req, res, next) => (req.path.startsWith('/api/bookings') ? next() : compress(req, res, next)));
   app.use(docsRoutes(apiSpecPath));
   app.use(helmet());
   if (corsOrigins.length) {

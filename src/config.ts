@@ -141,7 +141,9 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     host: env.HOST || '0.0.0.0',
     nodeEnv,
     logLevel: oneOf(env, 'LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const, 'info'),
-    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 1, 500),
+    // On 2 cores, backends beyond a few per core only queue inside
+    // PostgreSQL: 8 booked as fast as 16 or 20, with a lower p99 (bench/README.md).
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 8, 1, 500),
     databaseReadPoolSize: integer(env, 'DATABASE_READ_POOL_SIZE', 5, 1, 500),
     embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
     bookingLimits: readBookingLimits(env),
