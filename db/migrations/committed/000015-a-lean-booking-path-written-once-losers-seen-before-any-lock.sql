@@ -1,5 +1,5 @@
 --! Previous: sha1:b3c173fa45e48583a6b4ad2f41abfc3e84ab3eed
---! Hash: sha1:ce38e6ecb4a3183238c99f95273e04449f892ee1
+--! Hash: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
 --! Message: A lean booking path: written once, losers seen before any lock, fewer indexes, time-ordered ids
 
 -- A lean booking path. A booking is written once, in its final state; a
@@ -286,12 +286,14 @@ begin
                select 1 from app.booking_seats bs
                where bs.seat_id = s.id and bs.active and bs.legs && v_legs
                  and (bs.held_until is null or bs.held_until > v_now) and bs.xmax = '0'::xid) as taken
-      -- One probe per named seat: by id, or by (show_id, label).
+      -- One probe per named seat: by id, or by (show_id, label). LIMIT 1
+      -- keeps each a probe in the cached generic plan, which otherwise may
+      -- join by reading every seat of a big show.
       from (select s.* from jsonb_array_elements_text(request->'seatIds') x(id)
-            join app.seats s on s.id = x.id::bigint where s.show_id = v_show_id
+            cross join lateral (select * from app.seats s where s.id = x.id::bigint and s.show_id = v_show_id limit 1) s
             union all
             select s.* from jsonb_array_elements_text(request->'seatLabels') x(label)
-            join app.seats s on s.show_id = v_show_id and s.label = x.label) s
+            cross join lateral (select * from app.seats s where s.show_id = v_show_id and s.label = x.label limit 1) s) s
     ) l;
     if v_found <> v_distinct then
       perform app.raise_problem('SEATD', 'The same seat is named more than once');
