@@ -1,6 +1,7 @@
 // The entry point: read config, get a database (the given one, or an
 // embedded one), migrate it, serve, and shut down in order on a signal.
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { makeApp } from './app.js';
@@ -12,6 +13,11 @@ import { projectRoot } from './paths.js';
 import { prepareRateLimitStore } from './rate-limits.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
+
+// A .env beside the project fills in what the environment leaves unset
+// (variables already set win), as .env.example describes.
+const envFile = `${projectRoot}.env`;
+if (existsSync(envFile)) process.loadEnvFile(envFile);
 
 let config;
 try {
