@@ -120,7 +120,9 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   if (!existsSync(`${dataDir}/PG_VERSION`)) {
     await cluster.initialise().catch((error: unknown) => {
       throw new Error(
-        `could not initialise PostgreSQL in ${dataDir}; the postgres user must be able to reach it (set EMBEDDED_PG_DATA_DIR to move it): ${String(error)}`,
+        `could not initialise PostgreSQL in ${dataDir}: ${String(error)}. ` +
+          'As root, PostgreSQL runs as the postgres user, which must be able to reach both its programs under ' +
+          'node_modules and the data directory: clone the project outside a private folder such as /root, or set DATABASE_URL.',
       );
     });
   }
