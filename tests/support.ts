@@ -77,7 +77,7 @@ export function theatre(overrides: Partial<NewShow> = {}): NewShow {
     kind: 'show',
     name: unique('Hamlet'),
     venue: 'The Globe',
-    startsAt: '2027-03-01T19:30:00Z',
+    startsAt: '2099-03-01T19:30:00Z',
     currency: 'EUR',
     categories: [
       { code: 'standard', price: 2500 },

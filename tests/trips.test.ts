@@ -31,10 +31,10 @@ function coach(overrides: Partial<NewShow> = {}): NewShow {
   return {
     ...show,
     stops: [
-      { name: 'A', departsAt: '2027-05-01T08:00:00Z' },
-      { name: 'B', departsAt: '2027-05-01T09:00:00Z' },
-      { name: 'C', departsAt: '2027-05-01T10:00:00Z' },
-      { name: 'D', departsAt: '2027-05-01T11:00:00Z' },
+      { name: 'A', departsAt: '2099-05-01T08:00:00Z' },
+      { name: 'B', departsAt: '2099-05-01T09:00:00Z' },
+      { name: 'C', departsAt: '2099-05-01T10:00:00Z' },
+      { name: 'D', departsAt: '2099-05-01T11:00:00Z' },
     ],
     ...overrides,
   };
@@ -58,7 +58,7 @@ async function statuses(showId: string, from?: string, to?: string): Promise<Rec
 describe('a trip', () => {
   it('is created with its stops, starting at its first departure', async () => {
     const trip = await createTrip();
-    expect(trip).toMatchObject({ kind: 'trip', startsAt: '2027-05-01T08:00:00+00:00', seatCount: 8 });
+    expect(trip).toMatchObject({ kind: 'trip', startsAt: '2099-05-01T08:00:00+00:00', seatCount: 8 });
     expect(trip.stops?.map((stop) => stop.name)).toEqual(['A', 'B', 'C', 'D']);
     const read: ShowDetail = (await request(app).get(`/api/shows/${trip.id}`).expect(200)).body;
     expect(read.stops).toEqual(trip.stops);
@@ -200,11 +200,11 @@ describe('concurrent bookings of one seat on a trip', () => {
 
 it('a trip created before trips had stops is listed with no stops, within the contract', async () => {
   // As the first version stored a trip: one leg, no stops.
-  const trip = await createTrip({ stops: [{ name: 'A', departsAt: '2027-06-01T08:00:00Z' }, { name: 'B', departsAt: '2027-06-01T09:00:00Z' }] });
+  const trip = await createTrip({ stops: [{ name: 'A', departsAt: '2099-06-01T08:00:00Z' }, { name: 'B', departsAt: '2099-06-01T09:00:00Z' }] });
   await pool.query('delete from app.show_stops where show_id = $1', [trip.id]);
   const show = await request(app).get(`/api/shows/${trip.id}`).expect(200);
   expect(show.body.stops).toEqual([]);
-  const listed = await request(app).get('/api/shows').query({ kind: 'trip', startsFrom: '2027-06-01T08:00:00Z', startsBefore: '2027-06-01T08:00:01Z' }).expect(200);
+  const listed = await request(app).get('/api/shows').query({ kind: 'trip', startsFrom: '2099-06-01T08:00:00Z', startsBefore: '2099-06-01T08:00:01Z' }).expect(200);
   expect(listed.body.items.find((item: { id: string }) => item.id === trip.id)?.stops).toEqual([]);
   await book(trip.id, ['Deck-1-1']).expect(201);
 });
@@ -217,11 +217,11 @@ describe('bad stops get a 400 problem and write nothing', () => {
 
   it.each([
     ['a trip with one stop', (t: NewShow) => ({ ...t, stops: t.stops?.slice(0, 1) }), '/problems/validation-failed'],
-    ['a trip with no stops', ({ stops: _stops, ...t }: NewShow) => ({ ...t, startsAt: '2027-05-01T08:00:00Z' }), '/problems/invalid-stops'],
+    ['a trip with no stops', ({ stops: _stops, ...t }: NewShow) => ({ ...t, startsAt: '2099-05-01T08:00:00Z' }), '/problems/invalid-stops'],
     ['a show with stops', (t: NewShow) => ({ ...t, kind: 'show' }), '/problems/invalid-stops'],
-    ['a stop listed twice', (t: NewShow) => ({ ...t, stops: [...(t.stops ?? []), { name: 'B', departsAt: '2027-05-01T12:00:00Z' }] }), '/problems/invalid-stops'],
+    ['a stop listed twice', (t: NewShow) => ({ ...t, stops: [...(t.stops ?? []), { name: 'B', departsAt: '2099-05-01T12:00:00Z' }] }), '/problems/invalid-stops'],
     ['stops out of order', (t: NewShow) => ({ ...t, stops: [...(t.stops ?? [])].reverse() }), '/problems/invalid-stops'],
-    ['a startsAt other than the first departure', (t: NewShow) => ({ ...t, startsAt: '2027-04-30T08:00:00Z' }), '/problems/invalid-stops'],
+    ['a startsAt other than the first departure', (t: NewShow) => ({ ...t, startsAt: '2099-04-30T08:00:00Z' }), '/problems/invalid-stops'],
     ['a show without startsAt', ({ stops: _stops, ...t }: NewShow) => ({ ...t, kind: 'show' }), '/problems/validation-failed'],
   ])('creating %s', async (_what, change, type) => {
     const spec = coach();

@@ -948,12 +948,12 @@ export interface components {
         Kind: components["schemas"]["ShowKind"];
         /**
          * @description Only shows that start at or after this instant.
-         * @example 2026-12-01T00:00:00Z
+         * @example 2030-12-01T00:00:00Z
          */
         StartsFrom: string;
         /**
          * @description Only shows that start before this instant.
-         * @example 2026-12-31T00:00:00Z
+         * @example 2030-12-31T00:00:00Z
          */
         StartsBefore: string;
         /**
@@ -994,12 +994,12 @@ export interface operations {
                 kind?: components["parameters"]["Kind"];
                 /**
                  * @description Only shows that start at or after this instant.
-                 * @example 2026-12-01T00:00:00Z
+                 * @example 2030-12-01T00:00:00Z
                  */
                 startsFrom?: components["parameters"]["StartsFrom"];
                 /**
                  * @description Only shows that start before this instant.
-                 * @example 2026-12-31T00:00:00Z
+                 * @example 2030-12-31T00:00:00Z
                  */
                 startsBefore?: components["parameters"]["StartsBefore"];
             };
