@@ -4,6 +4,7 @@
 // listener, are proven by tests/live.test.ts run the same way.
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
+import { readConfig } from '../src/config.js';
 import { callJson, statement } from '../src/db.js';
 import { testPool } from './support.js';
 
@@ -57,5 +58,20 @@ describe.skipIf(!through)('through PgBouncer in transaction mode', () => {
     await expect(client.connect()).rejects.toThrow(/unsupported startup parameter: options/);
     const { rows } = await pool.query<{ tz: string; st: string }>(`select current_setting('TimeZone') as tz, current_setting('statement_timeout') as st`);
     expect(rows[0]).toEqual({ tz: 'UTC', st: '5s' });
+  });
+});
+
+describe('pooler configuration', () => {
+  it('is direct unless told, with the listener on DATABASE_URL', () => {
+    expect(readConfig({})).toMatchObject({ databasePooler: 'none', databaseDirectUrl: undefined });
+    expect(readConfig({ DATABASE_POOLER: 'transaction', DATABASE_DIRECT_URL: 'postgres://db:5432/booking' })).toMatchObject({
+      databasePooler: 'transaction',
+      databaseDirectUrl: 'postgres://db:5432/booking',
+    });
+  });
+
+  it('names the variable it refuses', () => {
+    expect(() => readConfig({ DATABASE_POOLER: 'session' })).toThrow(/DATABASE_POOLER/);
+    expect(() => readConfig({ DATABASE_DIRECT_URL: 'mysql://db/booking' })).toThrow(/DATABASE_DIRECT_URL/);
   });
 });
