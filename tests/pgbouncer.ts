@@ -71,6 +71,8 @@ export async function startPgBouncer(databaseUrl: string, options: { poolSize?: 
       'pool_mode = transaction',
       // The race tests open 100 clients of their own beside the pools.
       'max_client_conn = 1000',
+      // After a database restart, log in again within a second, not 15.
+      'server_login_retry = 1',
       `default_pool_size = ${options.poolSize ?? 40}`,
       'ignore_startup_parameters = extra_float_digits',
       'logfile =',
