@@ -5,6 +5,10 @@ export type NodeEnv = 'development' | 'production' | 'test';
 export interface Config {
   /** Absent: run an embedded PostgreSQL (not allowed in production). */
   databaseUrl: string | undefined;
+  /** A direct (not pooled) connection for what needs a session of its own: LISTEN and migrations' advisory locks; absent: DATABASE_URL. */
+  databaseDirectUrl: string | undefined;
+  /** DATABASE_URL is a transaction-mode pooler (PgBouncer before 1.21): unnamed statements, no startup options. */
+  databasePooler: 'none' | 'transaction';
   port: number;
   host: string;
   nodeEnv: NodeEnv;
@@ -137,6 +141,8 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return {
     databaseUrl,
+    databaseDirectUrl: readPostgresUrl(env, 'DATABASE_DIRECT_URL'),
+    databasePooler: oneOf(env, 'DATABASE_POOLER', ['none', 'transaction'] as const, 'none'),
     port: integer(env, 'PORT', 3000, 0, 65535),
     host: env.HOST || '0.0.0.0',
     nodeEnv,
@@ -177,6 +183,19 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
       adminStatementTimeoutMs: integer(env, 'DB_ADMIN_STATEMENT_TIMEOUT_MS', defaultDatabaseTimeouts.adminStatementTimeoutMs, 1_000, 600_000),
     },
   };
+}
+
+function readPostgresUrl(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const url = env[name] || undefined;
+  if (url === undefined) return undefined;
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL');
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') throw new ConfigError(name, `must be a postgres:// URL, got ${protocol}//…`);
+  return url;
 }
 
 function readToken(env: NodeJS.ProcessEnv, name: string, nodeEnv: NodeEnv): string | undefined {

@@ -9,6 +9,24 @@ export interface DatabaseOptions {
   applicationName?: string;
   /** No statement, lock wait or idle transaction may hold seat locks for long. */
   timeouts?: Partial<DatabaseTimeouts>;
+  /**
+   * The URL is a transaction-mode pooler (PgBouncer before 1.21). Each
+   * transaction may run on another server connection, so a statement
+   * prepared by name on one is missing on the next: statements go unnamed
+   * (parse, bind and execute in one round trip). PgBouncer 1.18 also refuses
+   * startup parameters it does not track (`options`), so the session
+   * settings below must be set on the role instead (README, PgBouncer).
+   */
+  transactionPooler?: boolean;
+}
+
+// The pools (by their options, which the rate limit store is given) that
+// sit behind a transaction-mode pooler.
+const pooled = new WeakSet<object>();
+
+/** Whether a pool, or the options of one, is behind a transaction-mode pooler. */
+export function behindTransactionPooler(poolOrOptions: pg.Pool | pg.PoolConfig): boolean {
+  return pooled.has(poolOrOptions instanceof pg.Pool ? poolOrOptions.options : poolOrOptions);
 }
 
 export function createPool(options: DatabaseOptions): pg.Pool {
@@ -19,7 +37,7 @@ export function createPool(options: DatabaseOptions): pg.Pool {
     application_name: options.applicationName ?? 'ticket-booking',
     // Timestamps leave the database as UTC ISO 8601 strings; no stuck
     // client can hold seat locks beyond these bounds.
-    options: [
+    options: options.transactionPooler ? undefined : [
       '-c TimeZone=UTC',
       `-c statement_timeout=${t.statementTimeoutMs}`,
       `-c lock_timeout=${t.lockTimeoutMs}`,
@@ -32,10 +50,11 @@ export function createPool(options: DatabaseOptions): pg.Pool {
   // An idle client that loses its connection must not crash the process;
   // the pool drops it and the next query gets a fresh one.
   pool.on('error', () => {});
+  if (options.transactionPooler) pooled.add(pool.options);
   return pool;
 }
 
-/** A named statement: prepared once per connection, then only bound and run. */
+/** A named statement: prepared once per connection, then only bound and run (unnamed behind a transaction pooler). */
 export interface Statement {
   name: string;
   text: string;
@@ -45,13 +64,18 @@ export function statement(name: string, text: string): Statement {
   return { name, text };
 }
 
+/** The query config node-postgres is given for a statement on this pool. */
+export function queryOf(pool: pg.Pool, query: Statement, values: unknown[]): pg.QueryConfig {
+  return behindTransactionPooler(pool) ? { text: query.text, values } : { name: query.name, text: query.text, values };
+}
+
 /**
  * Runs a statement whose one row has one column, `result`, holding JSON, and
  * returns it (null when the function found nothing). The shapes are the
  * contract's, built by the database; response validation checks them.
  */
 export async function callJson<T>(pool: pg.Pool, query: Statement, values: unknown[]): Promise<T | null> {
-  const result = await pool.query<{ result: T | null }>({ name: query.name, text: query.text, values });
+  const result = await pool.query<{ result: T | null }>(queryOf(pool, query, values));
   return result.rows[0]?.result ?? null;
 }
 
@@ -67,7 +91,7 @@ export async function callJsonWithTimeout<T>(pool: pg.Pool, query: Statement, va
   try {
     await client.query(`begin; set local statement_timeout = ${Math.trunc(statementTimeoutMs)}`);
     try {
-      const result = await client.query<{ result: T | null }>({ name: query.name, text: query.text, values });
+      const result = await client.query<{ result: T | null }>(queryOf(pool, query, values));
       await client.query('commit');
       return result.rows[0]?.result ?? null;
     } catch (error) {

@@ -55,29 +55,35 @@ if (!databaseUrl) {
   databaseUrl = embedded.url('booking');
 }
 
+// LISTEN and the migrators' advisory locks belong to a session, which a
+// transaction-mode pooler would hand to others between transactions.
+const directUrl = config.databaseDirectUrl ?? databaseUrl;
+const transactionPooler = config.databasePooler === 'transaction';
+
 if (config.migrateOnStart) {
   // Loaded only to migrate: where migrations run before deploys, the service
   // never carries the migration tool.
   const { runMigrations } = await import('./migrate.js');
-  await runMigrations(databaseUrl, (message) => logger.info(message));
+  await runMigrations(directUrl, (message) => logger.info(message));
 } else if (config.rateLimit.max || config.rateLimit.reads) {
   // The store would create its schema itself, unawaited; this way a missing
   // privilege stops the start with a message instead of a later crash.
-  await prepareRateLimitStore(databaseUrl, (message) => logger.info(message));
+  await prepareRateLimitStore(directUrl, (message) => logger.info(message));
 }
-const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize, timeouts: config.database });
+const pool = createPool({ connectionString: databaseUrl, max: config.databasePoolSize, timeouts: config.database, transactionPooler });
 const readPool = createPool({
   connectionString: databaseUrl,
   max: config.databaseReadPoolSize,
   applicationName: 'ticket-booking-reads',
   timeouts: config.database,
+  transactionPooler,
 });
 // Development without ADMIN_TOKEN: a token for this run, shown once.
 const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');
 if (!config.adminToken) process.stdout.write(`Admin token for this run (set ADMIN_TOKEN to choose one): ${adminToken}\n`);
 const metricsToken = config.metricsToken ?? randomBytes(24).toString('base64url');
 if (!config.metricsToken) process.stdout.write(`Metrics token for this run (set METRICS_TOKEN to choose one): ${metricsToken}\n`);
-const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs });
+const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs, listenUrl: directUrl });
 await events.start();
 const app = makeApp({
   pool,

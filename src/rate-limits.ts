@@ -33,6 +33,7 @@ import { rateLimit } from 'express-rate-limit';
 import pg from 'pg';
 import { migrate } from 'postgres-migrations';
 import { clientKey } from './client-address.js';
+import { behindTransactionPooler } from './db.js';
 import { defaultDatabaseTimeouts } from './config.js';
 import { ProblemError } from './problem.js';
 
@@ -109,7 +110,9 @@ function storeConnection(connection: pg.PoolConfig): pg.PoolConfig {
     // Counting is one short statement: a limiter that cannot count within a
     // second refuses the request rather than holding it. Connecting may take
     // as long as the service's own pool allows.
-    options: '-c statement_timeout=1000 -c lock_timeout=1000 -c TimeZone=UTC',
+    // A transaction-mode PgBouncer refuses startup options; there the role's
+    // settings bound the count instead.
+    options: behindTransactionPooler(connection) ? undefined : '-c statement_timeout=1000 -c lock_timeout=1000 -c TimeZone=UTC',
     connectionTimeoutMillis: connection.connectionTimeoutMillis ?? defaultDatabaseTimeouts.connectTimeoutMs,
     idleTimeoutMillis: 30_000,
     // Pools that only count never keep a process alive.

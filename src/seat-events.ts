@@ -43,6 +43,12 @@ interface ShowFeed {
 export interface SeatEventHubOptions {
   /** How often committed events are given their positions. */
   sequenceIntervalMs: number;
+  /**
+   * A direct connection for LISTEN; absent: the pool's. LISTEN belongs to a
+   * session, and a transaction-mode pooler gives the session to others
+   * between transactions, so notifications would never arrive.
+   */
+  listenUrl?: string;
 }
 
 export class SeatEventHub {
@@ -157,7 +163,7 @@ export class SeatEventHub {
   }
 
   private async listen(): Promise<void> {
-    const { connectionString } = this.pool.options;
+    const connectionString = this.options.listenUrl ?? this.pool.options.connectionString;
     const client = new Client({ connectionString, application_name: `ticket-booking-listener ${process.pid}` });
     client.on('notification', (message) => {
       const showId = message.payload?.split(' ')[0];

@@ -4,7 +4,7 @@
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type pg from 'pg';
-import { statement } from './db.js';
+import { queryOf, statement } from './db.js';
 import { SingleFlight } from './single-flight.js';
 
 const gzipAsync = promisify(gzip);
@@ -52,10 +52,9 @@ export class SeatMaps {
   read(request: SeatMapRequest): Promise<SeatMap | undefined> {
     const { showId, status, from, to, ifNoneMatch } = request;
     return this.flights.run(JSON.stringify([showId, status, from, to, ifNoneMatch]), async () => {
-      const { rows } = await this.pool.query<{ etag: string; body: string | null }>({
-        ...seatMap,
-        values: [showId, status, from, to, ifNoneMatch],
-      });
+      const { rows } = await this.pool.query<{ etag: string; body: string | null }>(
+        queryOf(this.pool, seatMap, [showId, status, from, to, ifNoneMatch]),
+      );
       const row = rows[0];
       if (!row) return undefined;
       return { etag: row.etag, body: row.body === null ? null : new SeatMapBody(Buffer.from(row.body)) };

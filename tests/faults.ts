@@ -6,6 +6,9 @@
 //   2. stop PostgreSQL in immediate mode mid-load, and start it again;
 //   3. terminate busy booking backends (pg_terminate_backend) mid-load;
 //   4. clients whose connection drops retry with the same Idempotency-Key.
+//
+// With TEST_THROUGH_PGBOUNCER=1 the service reaches the database through
+// PgBouncer in transaction mode (its listener and migrations directly).
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -18,6 +21,7 @@ import { waitUntilReady } from '../bench/live-service.js';
 import { createBookingClient } from '../src/client.js';
 import { freePort, startEmbeddedPostgres } from '../src/embedded-postgres.js';
 import { projectRoot } from '../src/migrate.js';
+import { PGBOUNCER, pgBouncerInstalled, startPgBouncer, type Bouncer } from './pgbouncer.js';
 
 const ADMIN_TOKEN = 'faults-admin-token-0123456789';
 const REQUESTS = Number(process.env.FAULT_REQUESTS ?? 600);
@@ -33,6 +37,23 @@ const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-faults-pg-'));
 const db = await startEmbeddedPostgres({ dataDir, persistent: false, maxConnections: 200 });
 await db.createDatabase('booking_faults');
 const databaseUrl = db.url('booking_faults');
+let bouncer: Bouncer | undefined;
+if (process.env.TEST_THROUGH_PGBOUNCER === '1') {
+  if (pgBouncerInstalled()) {
+    // The settings the pools would send at connect, which the bouncer refuses.
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    await client.query(
+      `alter database booking_faults set timezone = 'UTC'; alter database booking_faults set statement_timeout = 5000;
+       alter database booking_faults set lock_timeout = 2000; alter database booking_faults set idle_in_transaction_session_timeout = 10000`,
+    );
+    await client.end();
+    bouncer = await startPgBouncer(databaseUrl);
+    console.log(`through PgBouncer at ${new URL(bouncer.url).port}`);
+  } else {
+    console.log(`TEST_THROUGH_PGBOUNCER=1 but ${PGBOUNCER} is missing: SKIPPED, the faults run directly against PostgreSQL`);
+  }
+}
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 let service: ChildProcess | undefined;
@@ -41,7 +62,8 @@ const summary = { requests: 0, faults: [] as string[], terminated: 0, outcomes: 
 function startService(): ChildProcess {
   const child = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
     env: {
-      ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production',
+      ...process.env, DATABASE_URL: bouncer?.url ?? databaseUrl,
+      ...(bouncer ? { DATABASE_POOLER: 'transaction', DATABASE_DIRECT_URL: databaseUrl } : {}), PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production',
       LOG_LEVEL: 'fatal', ADMIN_TOKEN, METRICS_TOKEN: 'faults-metrics-token-0123456789', RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0', DB_CONNECT_TIMEOUT_MS: '1000',
     },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -213,6 +235,7 @@ try {
     await new Promise((resolve) => service?.once('exit', resolve));
   }
   await admin.end();
+  await bouncer?.stop();
   await db.stop();
   await rm(dataDir, { recursive: true, force: true });
 }

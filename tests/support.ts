@@ -28,7 +28,12 @@ export type SeatMap = components['schemas']['SeatMap'];
 
 /** A pool on the test database, ended when the file's tests are done. */
 export function testPool(max = 10): pg.Pool {
-  const pool = createPool({ connectionString: inject('databaseUrl'), max, applicationName: 'booking-tests' });
+  const pool = createPool({
+    connectionString: inject('databaseUrl'),
+    max,
+    applicationName: 'booking-tests',
+    transactionPooler: inject('throughPgBouncer'),
+  });
   afterAll(() => pool.end());
   return pool;
 }
@@ -50,7 +55,7 @@ export const unlimitedHolds = { ...defaultBookingLimits, holds: { seatsPerClient
 /** The app with response validation on, and its event hub running until the file's tests end. */
 export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<express.Express> {
   const logger = pino({ level: 'silent' });
-  const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
+  const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50, listenUrl: inject('directUrl') });
   await events.start();
   afterAll(() => events.stop());
   return makeApp({
