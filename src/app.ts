@@ -146,7 +146,7 @@ export function makeApp({
   // Event history and the show check before a stream only read; the hub keeps its own pool.
   const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
   app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken)));
-  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken));
+  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

@@ -5,6 +5,7 @@ import type pg from 'pg';
 import type { Counter } from 'prom-client';
 import type { BookingLimits } from './config.js';
 import { bookingCredential } from './admin.js';
+import { clientAddress } from './client-address.js';
 import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
@@ -59,7 +60,13 @@ function sendOutcome(res: Response, status: number, outcome: Outcome<Booking | C
   res.status(status).set(replayHeaders(outcome)).json(outcome.booking);
 }
 
-export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Counter<'outcome'>, adminToken: string): Router {
+export function bookingRoutes(
+  pool: pg.Pool,
+  limits: BookingLimits,
+  outcomes: Counter<'outcome'>,
+  adminToken: string,
+  clientAddressHeader?: string,
+): Router {
   const router = Router();
   const credential = bookingCredential(adminToken);
 
@@ -70,7 +77,8 @@ export function bookingRoutes(pool: pg.Pool, limits: BookingLimits, outcomes: Co
       limits.maxSeatsPerBooking,
       limits.holdDefaultSeconds,
       limits.holdMaxSeconds,
-      req.ip ?? null,
+      // The same client as the rate limits count, so hold limits hold behind proxies too.
+      clientAddress(req, { header: clientAddressHeader }),
       limits.holds,
     ]);
     outcomes.inc({ outcome: outcome.booking.status });

@@ -4,7 +4,6 @@
 // hops as there are proxies (Express' `trust proxy`), or a header that a
 // trusted edge sets and overwrites (such as Cloudflare's CF-Connecting-IP).
 import { isIP } from 'node:net';
-import type { Request } from 'express';
 import { ipKeyGenerator } from 'express-rate-limit';
 
 export interface ClientAddressSource {
@@ -17,8 +16,15 @@ export interface ClientAddressSource {
   header?: string;
 }
 
+/** What the address is read from: any Express request. */
+interface RequestLike {
+  get(name: string): string | undefined;
+  ip?: string | undefined;
+  socket: { remoteAddress?: string | undefined };
+}
+
 /** The client's address; Express must have been given `trust proxy` = source.trustProxy. */
-export function clientAddress(req: Request, source: Pick<ClientAddressSource, 'header'>): string {
+export function clientAddress(req: RequestLike, source: Pick<ClientAddressSource, 'header'>): string {
   if (source.header) {
     const value = req.get(source.header)?.trim();
     if (value && isIP(value)) return value;
@@ -30,6 +36,6 @@ export function clientAddress(req: Request, source: Pick<ClientAddressSource, 'h
  * The key of a client's rate limit bucket: its address, or for IPv6 its /56
  * network, since one client holds a whole prefix and could rotate through it.
  */
-export function clientKey(req: Request, source: Pick<ClientAddressSource, 'header'>): string {
+export function clientKey(req: RequestLike, source: Pick<ClientAddressSource, 'header'>): string {
   return ipKeyGenerator(clientAddress(req, source));
 }

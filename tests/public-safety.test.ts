@@ -155,6 +155,23 @@ describe('holds one client may keep', () => {
   });
 });
 
+describe('hold limits behind an edge that names the client in a header', () => {
+  const limits = { ...defaultBookingLimits, holds: { seatsPerClient: 0, seatsPerEmail: 0, holdsPerClient: 2 } };
+  const edged = testApp(pool, { bookingLimits: limits, clientAddressHeader: 'x-client-ip' });
+
+  it('count the client the header names, as the rate limits do, not the proxy the socket comes from', async () => {
+    const app = await edged;
+    const show = await createShow(app);
+    const hold = (address: string) =>
+      request(app).post('/api/bookings').set('X-Client-IP', address).send({ showId: show.id, quantity: 1, hold: true, customer: customer() });
+    await hold('198.51.100.21').expect(201);
+    await hold('198.51.100.21').expect(201);
+    expect((await hold('198.51.100.21').expect(409)).body).toMatchObject({ limitScope: 'holds-per-client', limit: 2 });
+    // Another client behind the same proxy is not held back by the first.
+    await hold('198.51.100.22').expect(201);
+  });
+});
+
 describe('sales windows', () => {
   it('refuse a show in the past and one whose sales have not opened, and sell inside the window', async () => {
     const past = await createShow(app, theatre({ startsAt: '1971-01-01T19:30:00Z' }));
