@@ -8,6 +8,7 @@ import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
+import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
 import { httpLogger } from './logging.js';
@@ -145,7 +146,9 @@ export function makeApp({
   app.use(showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }));
   // Event history and the show check before a stream only read; the hub keeps its own pool.
   const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
-  app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken)));
+  // Stream caps count the client the rate limits count.
+  const streamClient = (req: Parameters<typeof clientKey>[0]) => clientKey(req, { header: clientAddressHeader });
+  app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));

@@ -99,6 +99,8 @@ export function showEventRoutes(
   options: StreamOptions,
   { dropped, logger }: StreamReports,
   isAdmin: (req: { get(name: string): string | undefined }) => boolean,
+  /** Which client a request is, as the rate limits count it. */
+  clientOf: (req: Request<EventsPath, unknown, unknown, EventsQuery>) => string,
 ): Router {
   const router = Router();
   const takeSlot = streamSlots(options);
@@ -119,7 +121,7 @@ export function showEventRoutes(
     }
 
     // Refused before any work, and before the stream starts.
-    const release = takeSlot(req.ip ?? '');
+    const release = takeSlot(clientOf(req));
     let after: number;
     try {
       const newest = await callJson<number>(pool, newestPosition, [showId]);

@@ -21,8 +21,9 @@ const hub = new SeatEventHub(pool, logger, { sequenceIntervalMs: 50 });
 await hub.start();
 afterAll(() => hub.stop());
 
-function appWith(streams: { maxBufferBytes?: number; maxPerClient?: number; maxTotal?: number }) {
+function appWith(streams: { maxBufferBytes?: number; maxPerClient?: number; maxTotal?: number }, clientAddressHeader?: string) {
   return makeApp({
+    clientAddressHeader,
     pool,
     logger,
     validateResponses: true,
@@ -39,6 +40,9 @@ const app = appWith({ maxBufferBytes: 64 * 1024 });
 const server = serve(app);
 const capped = appWith({ maxPerClient: 2, maxTotal: 3 });
 const cappedServer = serve(capped);
+// Behind an edge that names each client in a header, from one socket address.
+const edged = appWith({ maxPerClient: 1 }, 'x-client-ip');
+const edgedServer = serve(edged);
 
 /** A show of one row of 100 seats, all booked at once: one event of 100 seats. */
 async function showWithOneBigEvent(): Promise<{ showId: string; eventId: number }> {
@@ -86,6 +90,8 @@ interface StreamOptions {
   lastEventId?: string;
   /** A loopback address to connect from: another client address. */
   localAddress?: string;
+  /** The client's address as an edge in front would name it. */
+  clientIp?: string;
   /** Read nothing for this long after the stream opens. */
   pauseMs?: number;
 }
@@ -104,7 +110,11 @@ function openStream(showId: string, options: StreamOptions = {}) {
         localAddress: options.localAddress,
         path: `/api/shows/${showId}/events`,
         agent: false,
-        headers: { accept: 'text/event-stream', ...(options.lastEventId === undefined ? {} : { 'last-event-id': options.lastEventId }) },
+        headers: {
+          accept: 'text/event-stream',
+          ...(options.lastEventId === undefined ? {} : { 'last-event-id': options.lastEventId }),
+          ...(options.clientIp === undefined ? {} : { 'x-client-ip': options.clientIp }),
+        },
       },
       (res) => {
         response = res;
@@ -275,6 +285,20 @@ describe('the caps on streams', () => {
     const stream = openStream(show.id, options('127.0.0.4'));
     expect((await stream.opened).status).toBe(200);
     stream.close();
+  });
+});
+
+describe('the per-client cap behind an edge', () => {
+  it('counts the client the header names, as the rate limits do, not the proxy every stream comes from', async () => {
+    const show = await createShow(edged);
+    const first = openStream(show.id, { port: edgedServer.port, clientIp: '198.51.100.31' });
+    expect((await first.opened).status).toBe(200);
+    expect((await openStream(show.id, { port: edgedServer.port, clientIp: '198.51.100.31' }).opened).status).toBe(429);
+    const other = openStream(show.id, { port: edgedServer.port, clientIp: '198.51.100.32' });
+    expect((await other.opened).status).toBe(200);
+    first.close();
+    other.close();
+    await until(() => hub.subscriberCount === 0);
   });
 });
 
