@@ -35,6 +35,7 @@ const listShowBookings = statement('list_show_bookings', 'select app.list_show_b
 const failureProblems: Record<string, ProblemType> = {
   'seats-unavailable': 'seat-unavailable',
   'not-enough-seats': 'not-enough-seats',
+  'area-full': 'area-full',
 };
 
 function failureDetail(booking: Booking, request: NewBooking): string {
@@ -42,6 +43,9 @@ function failureDetail(booking: Booking, request: NewBooking): string {
     return request.allowSeparate
       ? `Fewer than ${request.quantity} seats are available`
       : `No ${request.quantity} adjacent seats are available`;
+  }
+  if (booking.failureReason === 'area-full') {
+    return `Not enough room left in: ${(booking.unavailableAreas ?? []).join(', ')}`;
   }
   return `Seats not available: ${(booking.unavailableSeats ?? []).map((seat) => seat.label).join(', ')}`;
 }
@@ -88,7 +92,11 @@ export function bookingRoutes(
       throw new ProblemError(
         failureProblems[booking.failureReason ?? ''] ?? 'seat-unavailable',
         failureDetail(booking, req.body),
-        { ...(booking.unavailableSeats?.length ? { unavailableSeats: booking.unavailableSeats } : {}), booking },
+        {
+          ...(booking.unavailableSeats?.length ? { unavailableSeats: booking.unavailableSeats } : {}),
+          ...(booking.unavailableAreas?.length ? { unavailableAreas: booking.unavailableAreas } : {}),
+          booking,
+        },
         replayHeaders(outcome),
       );
     }

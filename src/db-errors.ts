@@ -10,6 +10,7 @@ const sqlstates: Record<string, ProblemType> = {
   SEATN: 'too-many-seats',
   STOPX: 'invalid-stops',
   SEATX: 'unknown-seat',
+  AREAX: 'unknown-area',
   SHWNF: 'show-not-found',
   BKGNF: 'booking-not-found',
   LAYOT: 'invalid-layout',

@@ -29,6 +29,9 @@ export interface paths {
          *     each later than the one before; a seat is sold separately on each leg
          *     between two stops, and category prices are per leg. Its `startsAt` is
          *     its first departure. A `show` has no stops: it is a single leg.
+         *
+         *     Standing `areas` (general admission) sit beside the sections: each
+         *     has a name, a category and a capacity, and is sold by quantity.
          */
         post: operations["createShow"];
         delete?: never;
@@ -178,6 +181,10 @@ export interface paths {
          *       `category` or a `maxPrice`, and with `allowSeparate` when the seats
          *       may be apart if no block is left.
          *
+         *     Add `areas` to ask for admissions to standing areas by quantity, alone
+         *     or with the seats: the whole order is booked or none of it. Admissions
+         *     count as seats in the per-booking and hold limits.
+         *
          *     With `hold: true` the seats are held rather than sold: the booking is
          *     `pending` until `expiresAt` (the service's default hold, or
          *     `holdSeconds` up to its maximum). Confirm it with `confirmBooking`
@@ -185,7 +192,8 @@ export interface paths {
          *
          *     * **201**: the booking is `confirmed` (or `pending` for a hold).
          *     * **409**: the seats were not available; nothing was booked and the
-         *       booking is kept as `failed`. The problem carries the failed booking.
+         *       booking is kept as `failed` (`area-full` when an area has not that
+         *       many admissions left). The problem carries the failed booking.
          *       Also 409, with nothing recorded: the show is not on sale now
          *       (`sales-closed`: before `salesStartAt` or from `salesEndAt`), or a
          *       hold would pass what one client or one customer email may hold
@@ -413,6 +421,12 @@ export interface components {
                     seats: number;
                 }[];
             }[];
+            /** @description Standing areas, sold by capacity; absent when the show has none. */
+            areas?: {
+                name: string;
+                category: string;
+                capacity: number;
+            }[];
         };
         /** @description One page of shows. */
         ShowPage: {
@@ -463,6 +477,18 @@ export interface components {
                     blocked?: number[];
                 }[];
             }[];
+            /**
+             * @description Standing areas beside the sections, sold by capacity (general
+             *     admission): a booking asks for a quantity of an area. An area's
+             *     name is not a section's; areas hold at most 100000 in all.
+             */
+            areas?: {
+                name: string;
+                /** @description Code of one of the show's categories; its price is the price of one admission. */
+                category: string;
+                /** @description How many people the area admits. */
+                capacity: number;
+            }[];
         };
         /**
          * @description `available`: free to book. `held`: in a booking awaiting confirmation.
@@ -497,7 +523,26 @@ export interface components {
             /** @description For a trip, the stop the statuses end at, when asked. */
             toStop?: string | null;
             counts: components["schemas"]["SeatCounts"];
+            /** @description Each standing area's room over the requested stops; absent when the show has none. */
+            areas?: components["schemas"]["AreaRoom"][];
             seats: components["schemas"]["Seat"][];
+        };
+        /** @description A standing area and how many admissions are left, held and booked. */
+        AreaRoom: {
+            name: string;
+            category: string;
+            /** @description Price of one admission per leg, in minor units. */
+            price: number;
+            capacity: number;
+            /** @description Admissions left to book. */
+            available: number;
+            held: number;
+            booked: number;
+        };
+        /** @description How many admissions of a standing area a change concerns. */
+        AreaCount: {
+            name: string;
+            quantity: number;
         };
         /**
          * @description `held`: a hold began. `booked`: a booking was confirmed. `released`: a
@@ -518,6 +563,8 @@ export interface components {
              */
             bookingId?: string;
             seats: components["schemas"]["SeatRef"][];
+            /** @description Standing admissions the change concerns, counted per area; absent when none. */
+            areas?: components["schemas"]["AreaCount"][];
             /** @description For a trip, the stop the change starts at. */
             fromStop?: string | null;
             /** @description For a trip, the stop the change ends at. */
@@ -532,8 +579,10 @@ export interface components {
         };
         /**
          * @description Seats of one show for one customer: by id, by label, or the best
-         *     available `quantity`. The service allows at most 10 seats per booking
-         *     by default (a 400 `too-many-seats` problem above its limit).
+         *     available `quantity` (at most one of the three), and admissions to
+         *     standing `areas`, alone or with the seats. The order is all or
+         *     nothing. The service allows at most 10 seats and admissions per
+         *     booking by default (a 400 `too-many-seats` problem above its limit).
          */
         NewBooking: {
             /** Format: uuid */
@@ -548,6 +597,11 @@ export interface components {
             toStop?: string;
             /** @description How many seats to pick, best available first. */
             quantity?: number;
+            /** @description Admissions to standing areas, each area once. */
+            areas?: {
+                name: string;
+                quantity: number;
+            }[];
             /** @description With `quantity`, pick only in this section. */
             section?: string;
             /** @description With `quantity`, pick only seats of this category. */
@@ -561,7 +615,7 @@ export interface components {
             /** @description With `hold`, how long to hold; at most the service's maximum (30 minutes by default). */
             holdSeconds?: number;
             customer: components["schemas"]["NewCustomer"];
-        } & (unknown | unknown | unknown);
+        } & (unknown | unknown | unknown | unknown);
         NewCustomer: {
             name: components["schemas"]["DisplayText"];
             /**
@@ -603,6 +657,13 @@ export interface components {
             /** @description What this seat costs in this booking, in minor units (for a trip, its per-leg price times the legs). */
             price: number;
         };
+        BookedArea: {
+            name: string;
+            category: string;
+            quantity: number;
+            /** @description What these admissions cost in this booking, in minor units (for a trip, per-leg price times the legs). */
+            price: number;
+        };
         Booking: {
             /** Format: uuid */
             id: string;
@@ -615,16 +676,20 @@ export interface components {
             };
             /** @description The seats this booking asked for. */
             seats: components["schemas"]["BookedSeat"][];
+            /** @description The standing admissions this booking asked for, per area; absent when none. */
+            areas?: components["schemas"]["BookedArea"][];
             /** @description For a trip, the stop the journey starts at. */
             fromStop?: string;
             /** @description For a trip, the stop the journey ends at. */
             toStop?: string;
             /** @description On a failed booking, the seats that were taken or not for sale. */
             unavailableSeats?: components["schemas"]["SeatRef"][];
+            /** @description On a booking failed for `area-full`, the areas without that many admissions left. */
+            unavailableAreas?: string[];
             /** @description Sum of the seat prices of a confirmed booking, in minor units; 0 when failed. */
             totalPrice: number;
             currency: string;
-            /** @description Why a booking failed (`seats-unavailable`, `not-enough-seats`). */
+            /** @description Why a booking failed (`seats-unavailable`, `not-enough-seats`, `area-full`). */
             failureReason?: string;
             /**
              * Format: date-time
@@ -724,6 +789,8 @@ export interface components {
             instance?: string;
             requestId?: string;
             unavailableSeats?: components["schemas"]["SeatRef"][];
+            /** @description For `area-full`, the areas without that many admissions left. */
+            unavailableAreas?: string[];
             booking: components["schemas"]["Booking"];
         };
         /**
@@ -752,7 +819,7 @@ export interface components {
             /** @description What the client or email holds now. */
             held?: number;
         };
-        /** @description A well-formed request that cannot be carried out (a Problem; `unknownSeats` names seats that are not in the show). */
+        /** @description A well-formed request that cannot be carried out (a Problem; `unknownSeats` names seats, `unknownAreas` areas, that are not in the show). */
         UnprocessableProblem: {
             /** Format: uri-reference */
             type: string;
@@ -763,6 +830,7 @@ export interface components {
             instance?: string;
             requestId?: string;
             unknownSeats?: (string | number)[];
+            unknownAreas?: string[];
         };
     };
     responses: {
