@@ -90,3 +90,44 @@ exception when sqlstate 'HOLDL' then
   return 'error HOLDL ' || (v_detail::jsonb ->> 'limitScope');
 end;
 $$;
+
+-- A show with a standing area Floor of this capacity beside its seats.
+create or replace function iso.new_concert(name text, capacity int)
+returns uuid
+language sql volatile
+as $$
+  select (app.create_show(jsonb_build_object(
+    'kind', 'show', 'name', name, 'venue', 'Isolation', 'currency', 'EUR', 'startsAt', '2030-01-01T20:00:00Z',
+    'categories', jsonb_build_array(jsonb_build_object('code', 'standard', 'price', 1000)),
+    'sections', jsonb_build_array(jsonb_build_object('name', 'Stalls', 'rows',
+      jsonb_build_array(jsonb_build_object('label', 'A', 'seats', 4, 'category', 'standard')))),
+    'areas', jsonb_build_array(jsonb_build_object('name', 'Floor', 'category', 'standard', 'capacity', capacity))
+  ))->>'id')::uuid;
+$$;
+
+-- A booking of admissions to Floor (and seats, when named): its status, or why it failed.
+create or replace function iso.book_area(show uuid, quantity int, labels text[] default null)
+returns text
+language plpgsql volatile
+as $$
+declare
+  v_result jsonb;
+begin
+  v_result := app.create_booking(jsonb_strip_nulls(jsonb_build_object(
+    'showId', show, 'seatLabels', to_jsonb(labels),
+    'areas', jsonb_build_array(jsonb_build_object('name', 'Floor', 'quantity', quantity)),
+    'customer', jsonb_build_object('name', 'Isolation', 'email', 'iso@example.com'))));
+  return concat_ws(' ', v_result->'booking'->>'status', v_result->'booking'->>'failureReason');
+end;
+$$;
+
+-- How many of Floor's units are in active bookings, by booking status.
+create or replace function iso.floor(show uuid)
+returns table (status text, units bigint)
+language sql stable
+as $$
+  select b.status::text, count(*)
+  from app.booking_seats bs join app.seats s on s.id = bs.seat_id join app.bookings b on b.id = bs.booking_id
+  where bs.show_id = show and bs.active and s.standing
+  group by b.status order by 1;
+$$;
