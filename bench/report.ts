@@ -64,14 +64,14 @@ function statuses(r: ScenarioResult): string {
 
 function comparisonTable(report: Report): string[] {
   const lines = [
-    '| workload | conn. | service req/s | p50 / p99 / max ms | statuses | pgbench → `create_booking` tps | pgbench → minimal tps | service / minimal | function / minimal | service / function | peak RSS MB |',
-    '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| workload | conn. | service req/s | p50 / p99 / max ms | statuses | pgbench → `create_booking` tps | pgbench → minimal tps | service / minimal | function / minimal | service / function | service / compared | peak RSS MB |',
+    '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const c of report.comparisons) {
     const r = report.results.find((result) => result.name === c.workload);
     if (!r) continue;
     lines.push(
-      `| ${c.workload}: ${c.description} | ${c.connections} | ${figure(c.serviceRps)} | ${r.latencyMs.p50} / ${r.latencyMs.p99} / ${r.latencyMs.max} | ${statuses(r)} | ${figure(c.functionTps)} | ${figure(c.minimalTps)} | ${c.serviceToMinimal ?? '–'} | ${c.functionToMinimal ?? '–'} | ${c.serviceToFunction ?? '–'} | ${r.peakRssMb} |`,
+      `| ${c.workload}: ${c.description} | ${c.connections} | ${figure(c.serviceRps)} | ${r.latencyMs.p50} / ${r.latencyMs.p99} / ${r.latencyMs.max} | ${statuses(r)} | ${figure(c.functionTps)} | ${figure(c.minimalTps)} | ${c.serviceToMinimal ?? '–'} | ${c.functionToMinimal ?? '–'} | ${c.serviceToFunction ?? '–'} | ${c.comparedTo ? `${c.serviceToCompared ?? '–'} (to ${c.comparedTo})` : '–'} | ${r.peakRssMb} |`,
     );
   }
   return lines;

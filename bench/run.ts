@@ -58,6 +58,9 @@ export interface Comparison {
   serviceToMinimal?: number;
   functionToMinimal?: number;
   serviceToFunction?: number;
+  /** The workload this one is measured against, and the ratio of their service rates. */
+  comparedTo?: string;
+  serviceToCompared?: number;
 }
 
 interface Workload {
@@ -66,15 +69,25 @@ interface Workload {
   connections: number;
   rows: number;
   seatsPerRow: number;
-  pick: 'one' | 'three' | 'best';
+  pick: 'one' | 'three' | 'best' | 'area';
+  /** With pick 'area': the capacity of the show's standing area, one admission a booking. */
+  areaCapacity?: number;
   /** The minimal function's script for this workload, and the show it books. */
   minimal?: { script: 'hot.pgbench' | 'spread.pgbench'; show: number };
+  /** Report this workload's service rate as a ratio to another's. */
+  comparedTo?: string;
 }
 
 const workloads: Workload[] = [
   { name: 'hot', description: '100 seats, one seat a booking', connections: 64, rows: 10, seatsPerRow: 10, pick: 'one', minimal: { script: 'hot.pgbench', show: 1 } },
   { name: 'spread', description: '10,000 seats, one seat a booking', connections: 64, rows: 100, seatsPerRow: 100, pick: 'one', minimal: { script: 'spread.pgbench', show: 2 } },
   { name: 'flash', description: '100 seats, one seat a booking', connections: 256, rows: 10, seatsPerRow: 10, pick: 'one', minimal: { script: 'hot.pgbench', show: 1 } },
+  // The flash sale again on a standing area: 100 admissions, one a booking,
+  // each taking any free unit (SKIP LOCKED) instead of one named seat.
+  {
+    name: 'stampede', description: 'a standing area of 100, one admission a booking', connections: 256, rows: 10, seatsPerRow: 10,
+    pick: 'area', areaCapacity: 100, minimal: { script: 'hot.pgbench', show: 1 }, comparedTo: 'flash',
+  },
   { name: 'multi', description: '10,000 seats, 3 adjacent seats a booking', connections: 64, rows: 100, seatsPerRow: 100, pick: 'three' },
   { name: 'best-available', description: '10,000 seats, 2 to 4 adjacent seats anywhere in the section', connections: 64, rows: 100, seatsPerRow: 100, pick: 'best' },
 ];
@@ -82,8 +95,9 @@ const workloads: Workload[] = [
 const ratio = (a: number | undefined, b: number | undefined) =>
   a === undefined || b === undefined || b === 0 ? undefined : Math.round((a / b) * 100) / 100;
 
-function layout(rows: number, seatsPerRow: number, sections = 1): components['schemas']['NewShow'] {
+function layout(rows: number, seatsPerRow: number, sections = 1, areaCapacity?: number): components['schemas']['NewShow'] {
   return {
+    ...(areaCapacity ? { areas: [{ name: 'Standing', category: 'standard', capacity: areaCapacity }] } : {}),
     kind: 'show',
     name: `Benchmark ${sections}x${rows}x${seatsPerRow}`,
     venue: 'Bench Arena',
@@ -97,9 +111,9 @@ function layout(rows: number, seatsPerRow: number, sections = 1): components['sc
   };
 }
 
-async function createShow(base: string, rows: number, seatsPerRow: number, sections = 1): Promise<string> {
+async function createShow(base: string, rows: number, seatsPerRow: number, sections = 1, areaCapacity?: number): Promise<string> {
   const api = createBookingClient(base, { adminToken: ADMIN_TOKEN });
-  const { data, error } = await api.POST('/api/shows', { body: layout(rows, seatsPerRow, sections) });
+  const { data, error } = await api.POST('/api/shows', { body: layout(rows, seatsPerRow, sections, areaCapacity) });
   if (!data) throw new Error(`could not create the show: ${JSON.stringify(error)}`);
   return data.id;
 }
@@ -121,6 +135,7 @@ function watchRss(pid: number): () => number {
 /** The seats a request asks for, as the request body's members. */
 function seatsFor(workload: Pick<Workload, 'rows' | 'seatsPerRow' | 'pick'>, n: number): Record<string, unknown> {
   if (workload.pick === 'best') return { quantity: 2 + (n % 3), section: 'Floor' };
+  if (workload.pick === 'area') return { areas: [{ name: 'Standing', quantity: 1 }] };
   const row = 1 + Math.floor(Math.random() * workload.rows);
   if (workload.pick === 'three') {
     const first = 1 + Math.floor(Math.random() * (workload.seatsPerRow - 2));
@@ -137,6 +152,8 @@ function functionScript(workload: Workload, showId: string): string[] {
   switch (workload.pick) {
     case 'best':
       return [`\\set q random(2, 4)`, call(`'quantity', (:q)::int, 'section', 'Floor'`)];
+    case 'area':
+      return [call(`'areas', jsonb_build_array(jsonb_build_object('name', 'Standing', 'quantity', 1))`)];
     case 'three':
       return [
         `\\set r random(1, ${workload.rows})`,
@@ -184,10 +201,10 @@ interface Context {
 async function bookingScenario(
   name: string,
   { base, pid, db, costs }: Context,
-  workload: Pick<Workload, 'connections' | 'rows' | 'seatsPerRow' | 'pick'>,
+  workload: Pick<Workload, 'connections' | 'rows' | 'seatsPerRow' | 'pick' | 'areaCapacity'>,
   showId?: string,
 ): Promise<ScenarioResult> {
-  const show = showId ?? (await createShow(base, workload.rows, workload.seatsPerRow));
+  const show = showId ?? (await createShow(base, workload.rows, workload.seatsPerRow, 1, workload.areaCapacity));
   const confirmedIds: string[] = [];
   const problems: Record<string, number> = {};
   await quiesce(db);
@@ -242,7 +259,7 @@ async function bookingScenario(
 
 /** pgbench calling app.create_booking with the workload's requests, on a show of its own. */
 async function functionBaseline(context: Context, workload: Workload, databaseUrl: string): Promise<PgbenchResult> {
-  const showId = await createShow(context.base, workload.rows, workload.seatsPerRow);
+  const showId = await createShow(context.base, workload.rows, workload.seatsPerRow, 1, workload.areaCapacity);
   const script = await writeScript(functionScript(workload, showId));
   await quiesce(context.db);
   const mark = await context.costs?.start();
@@ -458,6 +475,12 @@ try {
       functionToMinimal: ratio(viaFunction?.transactionsPerSecond, minimal?.transactionsPerSecond),
       serviceToFunction: ratio(served.requestsPerSecond, viaFunction?.transactionsPerSecond),
     });
+    const compared = comparisons.find((c) => c.workload === workload.comparedTo);
+    const current = comparisons.at(-1);
+    if (compared && current) {
+      current.comparedTo = compared.workload;
+      current.serviceToCompared = ratio(served.requestsPerSecond, compared.serviceRps);
+    }
   }
   results.push(...(await seatMapScenarios(context)));
   results.push(await fanOutScenario(context, smoke ? 50 : 500));
@@ -487,6 +510,7 @@ try {
       'service/minimal': c.serviceToMinimal ?? '',
       'function/minimal': c.functionToMinimal ?? '',
       'service/function': c.serviceToFunction ?? '',
+      'service/compared': c.comparedTo ? `${c.serviceToCompared ?? ''} (to ${c.comparedTo})` : '',
     })),
   );
   const costRows = [
