@@ -1,5 +1,5 @@
 --! Previous: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
---! Hash: sha1:d91aa1ac0d78052e966ea1d3d2c8ac5afad6c320
+--! Hash: sha1:79b1429b69e461752dd5f58a32c687f91641427f
 --! Message: General admission: standing areas sold by capacity, their units rows of seats taken with SKIP LOCKED
 
 -- General admission: standing areas sold by capacity, beside seated sections.
@@ -224,6 +224,11 @@ begin
   from jsonb_array_elements(coalesce(spec->'areas', '[]')) with ordinality as a1(a, ai)
   cross join lateral (select min(s.id) as first_id, max(s.id) as last_id from app.seats s
                       where s.show_id = v_show.id and s.section = a->>'name' and s.standing) u;
+  -- A booking counts an area's taken units by this range of ids: within the
+  -- show it must hold the area's units and nothing else.
+  if exists (select 1 from app.areas a where a.show_id = v_show.id and a.last_unit_id - a.first_unit_id + 1 <> a.capacity) then
+    raise exception 'the units of an area of show % did not get consecutive ids', v_show.id;
+  end if;
 
   -- Fresh statistics before anyone books: planned against stale ones, the
   -- new show looks like a single row and seat lookups walk all its seats.
@@ -443,9 +448,23 @@ declare
   v_wait bigint;
   v_round int;
   v_pass int;
+  v_open int;
 begin
-  select a.first_unit_id, a.last_unit_id into v_area
+  select a.first_unit_id, a.last_unit_id, a.capacity into v_area
   from app.areas a where a.show_id = claim_area_units.show_id and a.name = area;
+  -- Losers first, without a lock: a unit in a committed booking that no
+  -- transaction is changing (xmax 0) is taken whatever happens next. With
+  -- fewer than N units left besides those, the area is full: one range read
+  -- of the active booking seats' index over the area's unit ids (a show's
+  -- units of one area are consecutive ids), no lock, no subtransaction.
+  select v_area.capacity - count(distinct bs.seat_id) into v_open
+  from app.booking_seats bs
+  where bs.seat_id between v_area.first_unit_id and v_area.last_unit_id and bs.active
+    and bs.show_id = claim_area_units.show_id and bs.legs && claim_area_units.legs
+    and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid;
+  if v_open < quantity then
+    return null;
+  end if;
   for v_round in 1..20 loop
     v_got := '{}';
     begin
