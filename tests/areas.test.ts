@@ -86,6 +86,18 @@ describe('a standing area in a layout', () => {
     expect(map.seats).toHaveLength(10);
   });
 
+  it('may be the whole layout of a standing concert, with no seats', async () => {
+    const { sections: _sections, ...standingOnly } = concert(40);
+    const show = await createShow(app, standingOnly);
+    expect(show).toMatchObject({ seatCount: 0, sections: [], areas: [{ name: 'Floor', capacity: 40 }] });
+    await book({ showId: show.id, areas: [{ name: 'Floor', quantity: 4 }] }).expect(201);
+    const map: SeatMap = (await request(app).get(`/api/shows/${show.id}/seats`).expect(200)).body;
+    expect(map).toMatchObject({ counts: { total: 0 }, seats: [], areas: [{ name: 'Floor', available: 36, booked: 4 }] });
+    const { areas: _areas, ...nothing } = standingOnly;
+    const empty = await request(app).post('/api/shows').set(admin).send(nothing).expect(422);
+    expect(empty.body).toMatchObject({ type: '/problems/invalid-layout', field: 'sections' });
+  });
+
   it('is refused when it shares a section name, names no category of the show, or is defined twice', async () => {
     for (const areas of [
       [{ name: 'Stalls', category: 'standing', capacity: 5 }],
@@ -124,6 +136,19 @@ describe('a booking of an area', () => {
     const many = await book({ showId: show.id, seatLabels: ['Stalls-A-1'], areas: [{ name: 'Floor', quantity: 10 }] }).expect(400);
     expect(many.body).toMatchObject({ type: '/problems/too-many-seats', maxSeats: 10 });
     expect(await bookingCounts(pool, show.id)).toEqual({});
+  });
+
+  it('goes with seats by id, by label or best available, and with at most one of them', async () => {
+    const show = await createShow(app, concert(50));
+    const floor = [{ name: 'Floor', quantity: 1 }];
+    const picked = await book({ showId: show.id, quantity: 1, areas: floor }).expect(201);
+    expect(picked.body).toMatchObject({ seats: [{ section: 'Stalls' }], areas: [{ name: 'Floor', quantity: 1 }] });
+    await book({ showId: show.id, seatIds: [picked.body.seats[0].id + 1], areas: floor }).expect(201);
+    for (const body of [{ seatLabels: ['Stalls-B-1'], quantity: 1, areas: floor }, { seatLabels: ['Stalls-B-1'], seatIds: [1] }, {}]) {
+      const response = await book({ showId: show.id, ...body }).expect(400);
+      expect(response.body.type).toBe('/problems/validation-failed');
+    }
+    expect(await bookingCounts(pool, show.id)).toEqual({ confirmed: 2 });
   });
 
   it('answers area-full with the failed booking when fewer are left than asked', async () => {

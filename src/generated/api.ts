@@ -439,7 +439,7 @@ export interface components {
             /** @description Price of one seat, in minor units. */
             price: number;
         };
-        /** @description A show or trip and its seat layout. */
+        /** @description A show or trip and its seat layout (seated sections, standing areas or both). */
         NewShow: {
             kind: components["schemas"]["ShowKind"];
             name: components["schemas"]["DisplayText"];
@@ -463,8 +463,8 @@ export interface components {
                 /** @description Price of one seat in minor units (per leg, for a trip). */
                 price: number;
             }[];
-            /** @description Sections in order; a show has at most 100000 seats in all. */
-            sections: {
+            /** @description Sections in order; a show has at most 100000 seats in all, and at least one unless it has a standing area. */
+            sections?: {
                 name: string;
                 /** @description Rows from the front (nearest the stage) to the back. */
                 rows: {
@@ -615,7 +615,11 @@ export interface components {
             /** @description With `hold`, how long to hold; at most the service's maximum (30 minutes by default). */
             holdSeconds?: number;
             customer: components["schemas"]["NewCustomer"];
-        } & (unknown | unknown | unknown | unknown);
+        } & (unknown | unknown | unknown | {
+            seatIds?: never;
+            seatLabels?: never;
+            quantity?: never;
+        });
         NewCustomer: {
             name: components["schemas"]["DisplayText"];
             /**

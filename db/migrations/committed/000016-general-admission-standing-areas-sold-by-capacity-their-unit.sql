@@ -1,5 +1,5 @@
 --! Previous: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
---! Hash: sha1:79b1429b69e461752dd5f58a32c687f91641427f
+--! Hash: sha1:f0f38e58afde5494d692cd0e50d92f8832218097
 --! Message: General admission: standing areas sold by capacity, their units rows of seats taken with SKIP LOCKED
 
 -- General admission: standing areas sold by capacity, beside seated sections.
@@ -24,6 +24,10 @@ create table if not exists app.areas (
   constraint areas_json_safe check (name ~ '^[A-Za-z0-9 ._'']{1,40}$')
 );
 comment on table app.areas is 'Standing areas of a show, sold by capacity: each unit of capacity is a standing row of app.seats.';
+
+-- A standing concert may have no seats at all.
+alter table app.shows drop constraint if exists shows_seat_count_check;
+alter table app.shows add constraint shows_seat_count_check check (seat_count between 0 and 100000);
 
 alter table app.seats add column if not exists standing boolean not null default false;
 alter table app.seats alter column row_label drop not null;
@@ -149,11 +153,12 @@ begin
     perform app.raise_problem('LAYOT', format('%s to block', v_dup), jsonb_build_object('field', 'sections'));
   end if;
 
-  select sum((r->>'seats')::int) into v_seat_count
+  select coalesce(sum((r->>'seats')::int), 0) into v_seat_count
   from jsonb_array_elements(spec->'sections') sec, jsonb_array_elements(sec->'rows') r;
-  if coalesce(v_seat_count, 0) not between 1 and 100000 then
+  select sum((a->>'capacity')::int) into v_unit_count from jsonb_array_elements(coalesce(spec->'areas', '[]')) a;
+  if v_seat_count > 100000 or (v_seat_count < 1 and v_unit_count is null) then
     perform app.raise_problem('LAYOT',
-      format('A show has between 1 and 100000 seats; this layout has %s', coalesce(v_seat_count, 0)),
+      format('A show has between 1 and 100000 seats, or a standing area; this layout has %s seats', v_seat_count),
       jsonb_build_object('field', 'sections'));
   end if;
 
@@ -179,7 +184,6 @@ begin
   if found then
     perform app.raise_problem('LAYOT', format('%s, which is not defined', v_dup), jsonb_build_object('field', 'areas'));
   end if;
-  select sum((a->>'capacity')::int) into v_unit_count from jsonb_array_elements(coalesce(spec->'areas', '[]')) a;
   if coalesce(v_unit_count, 0) > 100000 then
     perform app.raise_problem('LAYOT', format('Areas hold at most 100000 in all; these hold %s', v_unit_count),
       jsonb_build_object('field', 'areas'));
@@ -215,7 +219,7 @@ begin
   insert into app.seats (show_id, section, row_label, number, label, category,
                          section_index, row_index, seat_index, standing)
   select v_show.id, a->>'name', null, n, format('%s-%s', a->>'name', n), a->>'category',
-         jsonb_array_length(spec->'sections') + ai - 1, 0, n - 1, true
+         coalesce(jsonb_array_length(spec->'sections'), 0) + ai - 1, 0, n - 1, true
   from jsonb_array_elements(coalesce(spec->'areas', '[]')) with ordinality as a1(a, ai),
        generate_series(1, (a->>'capacity')::int) as n
   order by ai, n;
@@ -250,7 +254,7 @@ as $$
       select jsonb_agg(jsonb_build_object('code', c.code, 'price', c.price) order by c.code)
       from app.seat_categories c where c.show_id = s.id),
     'sections', (
-      select jsonb_agg(jsonb_build_object('name', sec.section, 'rows', sec.rows) order by sec.section_index)
+      select coalesce(jsonb_agg(jsonb_build_object('name', sec.section, 'rows', sec.rows) order by sec.section_index), '[]')
       from (
         select r.section, r.section_index,
                jsonb_agg(jsonb_build_object('label', r.row_label, 'category', r.category, 'seats', r.seats)
