@@ -1,5 +1,5 @@
 --! Previous: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
---! Hash: sha1:f0f38e58afde5494d692cd0e50d92f8832218097
+--! Hash: sha1:9f8986167498a7be7f46a5e055cce36bc78a64b7
 --! Message: General admission: standing areas sold by capacity, their units rows of seats taken with SKIP LOCKED
 
 -- General admission: standing areas sold by capacity, beside seated sections.
@@ -520,7 +520,20 @@ begin
           order by s.id
           limit quantity) f;
     exit when coalesce(cardinality(v_free), 0) < quantity;
-    v_wait := (select x from unnest(v_free) x where x <> all(v_got) limit 1);
+    -- Which one: the first free unit others lock from a random unit on, so
+    -- the bookers that wait spread over the lockers instead of all queueing
+    -- on the area's first free unit and waking one by one.
+    v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
+    select s.id into v_wait
+    from app.seats s
+    where s.show_id = claim_area_units.show_id and s.section = area and s.standing
+      and s.id <> all(v_got)
+      and not exists (
+        select 1 from app.booking_seats bs
+        where bs.seat_id = s.id and bs.active and bs.legs && claim_area_units.legs
+          and (bs.held_until is null or bs.held_until > clock_timestamp()))
+    order by s.id < v_start, s.id
+    limit 1;
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;
