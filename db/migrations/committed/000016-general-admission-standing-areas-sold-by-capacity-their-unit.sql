@@ -1,5 +1,5 @@
 --! Previous: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
---! Hash: sha1:9f8986167498a7be7f46a5e055cce36bc78a64b7
+--! Hash: sha1:5bf1591e5eb37c9c13bc4c16f94bab7fc9b08a13
 --! Message: General admission: standing areas sold by capacity, their units rows of seats taken with SKIP LOCKED
 
 -- General admission: standing areas sold by capacity, beside seated sections.
@@ -548,11 +548,13 @@ $$;
 comment on function app.claim_area_units(uuid, text, int, int4range) is
   'Lock and return `quantity` free units of a standing area over these legs (SKIP LOCKED, from a random unit); null when it has not enough.';
 
-drop function if exists app.create_booking(jsonb, text, int, int, int, text, jsonb);
-create function app.create_booking(
-  request jsonb, idempotency_key text default null, max_seats int default 10,
-  hold_default_seconds int default 600, hold_max_seconds int default 1800,
-  client_address text default null, hold_limits jsonb default '{}'
+-- The booking core takes the show as its own argument, the one a distributed
+-- database routes the call by; the request must name the same show. No
+-- defaults: a call with the old argument list resolves to the old signature
+-- alone, which stays below for SQL callers and the previous release.
+create or replace function app.create_booking(
+  show_id uuid, request jsonb, idempotency_key text, max_seats int,
+  hold_default_seconds int, hold_max_seconds int, client_address text, hold_limits jsonb
 ) returns jsonb
 language plpgsql volatile
 set search_path = pg_catalog
@@ -572,7 +574,7 @@ as $$
 -- secret, which is stored only as a hash. A booking whose seats or areas were
 -- not available is recorded as failed and returned, not raised.
 declare
-  v_show_id uuid := (request->>'showId')::uuid;
+  v_show_id uuid := create_booking.show_id;
   v_seat_ids bigint[];
   v_seat_labels text[];
   v_quantity int := (request->>'quantity')::int;
@@ -606,6 +608,10 @@ declare
   v_status app.booking_status;
   v_result jsonb;
 begin
+  if (request->>'showId')::uuid is distinct from v_show_id then
+    perform app.raise_problem('BKREQ', 'The request names another show than the one it is booked in');
+  end if;
+
   -- Check: what the contract cannot say.
   if (request ? 'seatIds')::int + (request ? 'seatLabels')::int + (request ? 'quantity')::int > 1
      or (request ? 'seatIds')::int + (request ? 'seatLabels')::int + (request ? 'quantity')::int + (request ? 'areas')::int = 0 then
@@ -876,8 +882,24 @@ begin
   return jsonb_build_object('booking', v_result || jsonb_build_object('secret', v_secret), 'replayed', false);
 end;
 $$;
+comment on function app.create_booking(uuid, jsonb, text, int, int, int, text, jsonb) is
+  'Book seats and standing admissions in a show: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}.';
+
+create or replace function app.create_booking(
+  request jsonb, idempotency_key text default null, max_seats int default 10,
+  hold_default_seconds int default 600, hold_max_seconds int default 1800,
+  client_address text default null, hold_limits jsonb default '{}'
+) returns jsonb
+language plpgsql volatile
+set search_path = pg_catalog
+as $$
+begin
+  return app.create_booking((request->>'showId')::uuid, request, idempotency_key, max_seats,
+    hold_default_seconds, hold_max_seconds, client_address, hold_limits);
+end;
+$$;
 comment on function app.create_booking(jsonb, text, int, int, int, text, jsonb) is
-  'Book seats and standing admissions: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}.';
+  'Book seats and standing admissions, the show named in the request: create_booking(show_id, request, ...).';
 
 create or replace function app.seat_map_json(show_id uuid, only_status text default null, from_stop text default null,
                                              to_stop text default null) returns text
