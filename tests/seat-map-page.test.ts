@@ -213,6 +213,18 @@ describe('the seat map page', () => {
     await page.close();
   });
 
+  it.skipIf(browserMissing)('lists shows on sale, each linking to its map, when no show is named', async () => {
+    await createShow();
+    const { page, problems } = await open('/seat-map/');
+    await page.getByRole('navigation', { name: 'Shows on sale' }).getByRole('link').first().waitFor({ timeout: 20_000 });
+    expect(await page.locator('h1').textContent()).toBe('Seat maps');
+    const links = await page.locator('#show-list a').evaluateAll((anchors) => anchors.map((a) => a.getAttribute('href')));
+    expect(links.length).toBeGreaterThan(0);
+    for (const href of links) expect(href).toMatch(/^\?show=[0-9a-f-]{36}$/);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it.skipIf(browserMissing)("says so when the show does not exist, in the API's words", async () => {
     const { page, problems } = await open('/seat-map/?show=7b1e3c9a-0000-4000-8000-000000000001');
     await page.locator('#result .error').waitFor({ timeout: 20_000 });
