@@ -67,7 +67,7 @@ async function waitLive(page: Page): Promise<void> {
 }
 
 const seat = (page: Page, label: string) => page.locator(`button.seat[data-label="${label}"]`);
-const colour = (page: Page, label: string) => seat(page, label).evaluate((button) => getComputedStyle(button).backgroundColor);
+const colour = (page: Page, label: string) => seat(page, label).evaluate((button) => button.ownerDocument.defaultView?.getComputedStyle(button).backgroundColor);
 
 describe('the seat map page', () => {
   it('is served with its script and styles under a policy that loads nothing from elsewhere', async () => {
@@ -112,6 +112,7 @@ describe('the seat map page', () => {
     const { page, problems } = await open(`/seat-map/?show=${show.id}`);
     await waitLive(page);
     const before = await colour(page, 'Stalls-A-1');
+    expect(before).toMatch(/^rgb/);
     expect(await seat(page, 'Stalls-A-1').getAttribute('data-status')).toBe('available');
 
     await book(show.id, ['Stalls-A-1']);

@@ -31,7 +31,7 @@ const legend = document.querySelector<HTMLUListElement>('.legend');
 const bookButton = bookForm.querySelector<HTMLButtonElement>('button[type="submit"]');
 
 // Colour is never the only sign: each status has a mark and a word.
-const marks: Record<SeatStatus, string> = { available: '', held: ' ⏳', booked: ' ✕', blocked: ' —' };
+const marks: Record<SeatStatus, string> = { available: '', held: ' …', booked: ' ✕', blocked: ' —' };
 const words: Record<SeatStatus, string> = { available: 'available', held: 'held', booked: 'booked', blocked: 'not for sale' };
 // What a public event means for its seats.
 const statusAfter: Record<SeatEventType, SeatStatus> = {
