@@ -154,20 +154,21 @@ function draw(detail: ShowDetail, list: Seat[]): void {
 
 // Events that arrive while the map is being read are applied after it:
 // the map may predate them, and applying one it already shows changes nothing.
-let held: SeatEvent[] | undefined = [];
+let arriving: SeatEvent[] | undefined = [];
 let reading: Promise<void> | undefined;
 let readAgain = false;
 
 async function readMap(): Promise<void> {
   if (!show) return;
-  held ??= [];
+  arriving ??= [];
   const { data, error } = await api.GET('/api/shows/{showId}/seats', {
     params: { path: { showId: show.id }, query: { from: legs.fromStop, to: legs.toStop } },
   });
-  const waiting = held;
-  held = undefined;
+  const waiting = arriving;
+  arriving = undefined;
   if (!data) {
     report(problemText(error, 'The seat map could not be read.'));
+    for (const event of waiting) receive(event);
     return;
   }
   if (buttons.size === 0) draw(show, data.seats);
@@ -198,8 +199,8 @@ function refresh(): void {
 }
 
 function receive(event: SeatEvent): void {
-  if (held) {
-    held.push(event);
+  if (arriving) {
+    arriving.push(event);
     return;
   }
   // A trip's seat is free between two stops only if no booking overlaps
