@@ -19,6 +19,7 @@ import { notFound, problemHandler } from './problem.js';
 import { postgresLimiter } from './rate-limits.js';
 import type { SeatEventHub } from './seat-events.js';
 import { SeatMaps } from './seat-maps.js';
+import { seatMapPageRoutes } from './seat-map-page.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
 
@@ -102,6 +103,7 @@ export function makeApp({
   // compressed next to nothing.
   app.use((req, res, next) => (req.path.startsWith('/api/bookings') ? next() : compress(req, res, next)));
   app.use(docsRoutes(apiSpecPath));
+  app.use(seatMapPageRoutes());
   app.use(helmet());
   if (corsOrigins.length) {
     app.use(
