@@ -3,6 +3,8 @@
 // current, from the primary when a client's position is ahead of it, when it
 // lags past the bound, and when it is gone; never an answer older than one
 // the client already had.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import type express from 'express';
 import type pg from 'pg';
 import { pino } from 'pino';
@@ -15,6 +17,7 @@ import { runMigrations } from '../src/migrate.js';
 import { parseLsn, ReplicaMonitor } from '../src/replica.js';
 import { SeatEventHub } from '../src/seat-events.js';
 import { admin, ADMIN_TOKEN, customer, METRICS_TOKEN, scraper, theatre, unlimitedHolds, type CreatedBooking, type SeatMap, type ShowDetail } from './support.js';
+import { freePort } from './pgbouncer.js';
 import { PG15, standbyToolsInstalled, startReplicatedPair, type ReplicatedPair } from './standby.js';
 
 const installed = standbyToolsInstalled();
@@ -287,6 +290,48 @@ describe.skipIf(!installed)('a read replica', () => {
     const back = await servedBy(app, () => request(app).get(`/api/shows/${show.id}/seats`).expect(200));
     expect(back.route).toBe('replica current');
     expect(statusOf(back.answer.body, 'Stalls-B-6')).toBe('booked');
+  });
+
+  test('the entry point with DATABASE_REPLICA_URL reads from the replica, and stops cleanly', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+      cwd: path.resolve(import.meta.dirname, '..'),
+      env: {
+        ...process.env,
+        DATABASE_URL: pair.primaryUrl,
+        DATABASE_REPLICA_URL: pair.replicaUrl,
+        NODE_ENV: 'test',
+        LOG_LEVEL: 'warn',
+        HOST: '127.0.0.1',
+        PORT: String(port),
+        ADMIN_TOKEN,
+        METRICS_TOKEN,
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    try {
+      const base = `http://127.0.0.1:${port}`;
+      await until('the service listens', () => fetch(`${base}/ready`).then((r) => r.ok, () => false), 60_000);
+      const created = await fetch(`${base}/api/shows`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify(theatre()) });
+      expect(created.status).toBe(201);
+      const token = created.headers.get(TOKEN) ?? '';
+      const { id } = (await created.json()) as ShowDetail;
+      const replicaReads = async () => {
+        const text = await (await fetch(`${base}/metrics`, { headers: scraper })).text();
+        return Number(/^db_replica_reads_total\{served_by="replica",reason="current"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+      };
+      await until('a seat map is served by the replica', async () => {
+        const seats = await fetch(`${base}/api/shows/${id}/seats`, { headers: { [TOKEN]: token } });
+        expect(seats.status).toBe(200);
+        return (await replicaReads()) > 0;
+      });
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited, stderr).toBe(0);
   });
 
   test('without a replica, answers carry no position and every read is the primary\'s', async () => {
