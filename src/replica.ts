@@ -38,6 +38,9 @@ export type ReadTarget = 'primary' | 'replica';
 /** Why a read went where it went. */
 export type RouteReason = 'current' | 'lagging' | 'unreachable' | 'behind-position' | 'stale-answer' | 'not-found' | 'failed';
 
+// Primary positions kept while the replica is behind them: 10 minutes at the default poll.
+const MAX_SAMPLES = 6_000;
+
 /**
  * Watches one replica: how far it has replayed, how far the primary has
  * written, and so its lag in bytes and in seconds. Seconds are measured
@@ -56,6 +59,8 @@ export class ReplicaMonitor {
   /** The last poll reached the replica, and no read lost it since. */
   reachable = false;
   private samples: { at: number; lsn: bigint }[] = [];
+  /** Whether the replica's loss has been logged since it was last reached. */
+  private lossLogged = false;
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   private stopped = false;
@@ -108,8 +113,9 @@ export class ReplicaMonitor {
    * go to the primary; a restarted replica may briefly show less than it
    * had replayed before, so what it had replayed is forgotten.
    */
-  lost(): void {
-    if (this.reachable) this.logger.warn('read replica unreachable: reads go to the primary');
+  lost(reason = 'a read could not reach it'): void {
+    if (!this.lossLogged) this.logger.warn({ reason }, 'read replica unreachable: reads go to the primary');
+    this.lossLogged = true;
     this.reachable = false;
     this.replayed = undefined;
   }
@@ -120,6 +126,8 @@ export class ReplicaMonitor {
       const { rows } = await this.primary.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
       const lsn = parseLsn(rows[0]?.lsn);
       if (lsn !== undefined) this.samples.push({ at: now, lsn });
+      // Bounded through a long outage; the oldest stays, as it dates the lag.
+      if (this.samples.length > MAX_SAMPLES) this.samples.splice(1, 1);
     } catch {
       // The primary's own trouble shows elsewhere; the lag is measured from the samples there are.
     }
@@ -131,15 +139,12 @@ export class ReplicaMonitor {
       replay = parseLsn(rows[0]?.lsn);
       if (!rows[0]?.standby || replay === undefined) throw new Error('DATABASE_REPLICA_URL is not a standby in recovery');
     } catch (error) {
-      if (this.reachable || this.lagSeconds === undefined) {
-        this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'read replica unreachable: reads go to the primary');
-      }
-      this.reachable = false;
-      this.replayed = undefined;
+      this.lost(error instanceof Error ? error.message : String(error));
       return;
     }
     if (!this.reachable) this.logger.info('read replica reachable');
     this.reachable = true;
+    this.lossLogged = false;
     this.observe(replay);
     const replayed = this.replayed ?? replay;
     // Samples the replica has replayed past say nothing more; the newest stays, for the bytes.
@@ -204,8 +209,11 @@ export class ReadRouting {
       try {
         answer = await read(replica.pool, 'replica');
       } catch (error) {
-        if (answerToRequest(error)) throw error;
-        if (connectionLost(error)) replica.lost();
+        if (answerToRequest(error)) {
+          this.counted?.inc({ served_by: 'replica', reason });
+          throw error;
+        }
+        if (connectionLost(error)) replica.lost(error instanceof Error ? error.message : String(error));
         return this.onPrimary(read, 'failed');
       }
       replica.observe(parseLsn(positionOf(answer)));

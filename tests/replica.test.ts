@@ -161,6 +161,11 @@ describe.skipIf(!installed)('a read replica', () => {
     const history = await servedBy(app, () => request(app).get(`/api/shows/${show.id}/events`).set(TOKEN, token).expect(200));
     expect(history.route).toBe('replica current');
     expect(history.answer.body.items).toEqual([]);
+
+    // The replica's answer to the request itself is the answer: not asked again of the primary.
+    const refused = await servedBy(app, () => request(app).get(`/api/shows/${show.id}/seats?from=A&to=B`).set(TOKEN, token).expect(400));
+    expect(refused.route).toBe('replica current');
+    expect(refused.answer.body.type).toBe('/problems/invalid-stops');
   });
 
   test('a token that is not a WAL position is a 400 problem', async () => {
