@@ -17,6 +17,7 @@ import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
 import { notFound, problemHandler } from './problem.js';
 import { postgresLimiter } from './rate-limits.js';
+import { CONSISTENCY_TOKEN, ReadRouting, type ReplicaMonitor } from './replica.js';
 import type { SeatEventHub } from './seat-events.js';
 import { SeatMaps } from './seat-maps.js';
 import { seatMapPageRoutes } from './seat-map-page.js';
@@ -30,6 +31,8 @@ export interface AppDeps {
   readPool?: pg.Pool;
   /** Seat map reads shared by concurrent requests; one is made on `readPool` when not given. */
   seatMaps?: SeatMaps;
+  /** A streaming replica (started by the caller) that may serve seat maps, show listings and event history. */
+  replica?: ReplicaMonitor;
   /** statement_timeout for creating a show. */
   adminStatementTimeoutMs?: number;
   logger: Logger;
@@ -68,6 +71,7 @@ export function makeApp({
   pool,
   readPool = pool,
   seatMaps = new SeatMaps(readPool),
+  replica,
   adminStatementTimeoutMs = defaultDatabaseTimeouts.adminStatementTimeoutMs,
   logger,
   validateResponses,
@@ -88,7 +92,9 @@ export function makeApp({
   // ETags are the seat map's own; hashing every other body would be wasted work.
   app.set('etag', false);
   app.set('trust proxy', trustProxy);
-  const metrics = createMetrics(pool, events);
+  const metrics = createMetrics(pool, events, replica);
+  const reads = new ReadRouting(readPool, replica, metrics.replicaReads);
+  const replicaSeatMaps = replica ? new SeatMaps(replica.pool) : undefined;
   const admin = requireAdmin(adminToken);
   app.use(httpLogger(logger));
   app.use(metrics.middleware);
@@ -109,7 +115,7 @@ export function makeApp({
     app.use(
       cors({
         origin: corsOrigins,
-        exposedHeaders: ['ETag', 'Location', 'Retry-After', 'X-Request-Id', 'Idempotent-Replayed'],
+        exposedHeaders: ['ETag', 'Location', 'Retry-After', 'X-Request-Id', 'Idempotent-Replayed', CONSISTENCY_TOKEN],
         maxAge: 600,
       }),
     );
@@ -145,13 +151,13 @@ export function makeApp({
     }),
   );
   app.use(operationRoutes(pool, metrics));
-  app.use(showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }));
+  app.use(showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateResponses, adminStatementTimeoutMs }));
   // Event history and the show check before a stream only read; the hub keeps its own pool.
   const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
   // Stream caps count the client the rate limits count.
   const streamClient = (req: Parameters<typeof clientKey>[0]) => clientKey(req, { header: clientAddressHeader });
-  app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
-  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader));
+  app.use(showEventRoutes(readPool, reads, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
+  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

@@ -9,6 +9,8 @@ export interface Config {
   databaseDirectUrl: string | undefined;
   /** DATABASE_URL is a transaction-mode pooler (PgBouncer before 1.21): unnamed statements, no startup options. */
   databasePooler: 'none' | 'transaction';
+  /** A streaming replica for reads that may be a moment behind (seat maps, show listings, event history); absent: all on the primary. */
+  databaseReplica: ReplicaConfig | undefined;
   port: number;
   host: string;
   nodeEnv: NodeEnv;
@@ -42,6 +44,16 @@ export interface Config {
   /** Apply the committed migrations at start (off where a deploy step runs them). */
   migrateOnStart: boolean;
 }
+
+export interface ReplicaConfig {
+  url: string;
+  /** Replay lag past which the replica is skipped and every read goes to the primary. */
+  maxLagMs: number;
+  /** How often the replica's replay position and lag are read. */
+  pollMs: number;
+}
+
+export const defaultReplica = { maxLagMs: 1_000, pollMs: 100 };
 
 export interface DatabaseTimeouts {
   statementTimeoutMs: number;
@@ -143,6 +155,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl,
     databaseDirectUrl: readPostgresUrl(env, 'DATABASE_DIRECT_URL'),
     databasePooler: oneOf(env, 'DATABASE_POOLER', ['none', 'transaction'] as const, 'none'),
+    databaseReplica: readReplica(env),
     port: integer(env, 'PORT', 3000, 0, 65535),
     host: env.HOST || '0.0.0.0',
     nodeEnv,
@@ -196,6 +209,16 @@ function readPostgresUrl(env: NodeJS.ProcessEnv, name: string): string | undefin
   }
   if (protocol !== 'postgres:' && protocol !== 'postgresql:') throw new ConfigError(name, `must be a postgres:// URL, got ${protocol}//…`);
   return url;
+}
+
+function readReplica(env: NodeJS.ProcessEnv): ReplicaConfig | undefined {
+  const url = readPostgresUrl(env, 'DATABASE_REPLICA_URL');
+  if (url === undefined) return undefined;
+  return {
+    url,
+    maxLagMs: integer(env, 'DATABASE_REPLICA_MAX_LAG_MS', defaultReplica.maxLagMs, 0, 3_600_000),
+    pollMs: integer(env, 'DATABASE_REPLICA_POLL_MS', defaultReplica.pollMs, 10, 60_000),
+  };
 }
 
 function readToken(env: NodeJS.ProcessEnv, name: string, nodeEnv: NodeEnv): string | undefined {

@@ -957,6 +957,17 @@ export interface components {
          */
         StartsBefore: string;
         /**
+         * @description The latest `Consistency-Token` this client was given. Seat maps, show
+         *     listings, shows and event history may be served by a read replica a
+         *     moment behind the primary; with this header the answer is at least as
+         *     new as that position (it comes from the primary while the replica has
+         *     not replayed that far), so a client never misses its own booking nor
+         *     gets an older answer than one it already had. An `If-None-Match` seat
+         *     map version and an event history's `after` count as positions too.
+         * @example 0/3A1B2C8
+         */
+        ConsistencyToken: string;
+        /**
          * @description A key unique to this request, such as a UUID. A retry with the same key
          *     and the same body returns the original result (same booking, same
          *     status code) without acting again; the same key with another body is a
@@ -967,6 +978,14 @@ export interface components {
     };
     requestBodies: never;
     headers: {
+        /**
+         * @description Present when the service serves reads from a replica: the position
+         *     (a PostgreSQL WAL position) of what this answer shows, or, after a
+         *     change, of the change. Send the latest one you were given with your
+         *     next reads, as the `Consistency-Token` request header.
+         * @example 0/3A1B2C8
+         */
+        ConsistencyToken: string;
         /** @description `true` when this is the stored result of an earlier request with the same Idempotency-Key. */
         IdempotentReplayed: "true";
     };
@@ -1003,7 +1022,19 @@ export interface operations {
                  */
                 startsBefore?: components["parameters"]["StartsBefore"];
             };
-            header?: never;
+            header?: {
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -1012,6 +1043,7 @@ export interface operations {
             /** @description One page of shows. */
             200: {
                 headers: {
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1041,6 +1073,7 @@ export interface operations {
                 headers: {
                     /** @description The URL of the new show. */
                     Location?: string;
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1059,7 +1092,19 @@ export interface operations {
     getShow: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
+            };
             path: {
                 /**
                  * @description The show's id.
@@ -1074,6 +1119,7 @@ export interface operations {
             /** @description The show. */
             200: {
                 headers: {
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1111,6 +1157,17 @@ export interface operations {
                  * @example "42-0"
                  */
                 "If-None-Match"?: string;
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
             };
             path: {
                 /**
@@ -1128,6 +1185,7 @@ export interface operations {
                 headers: {
                     /** @description The version of this seat map, for `If-None-Match`. */
                     ETag?: string;
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1139,6 +1197,7 @@ export interface operations {
                 headers: {
                     /** @description The current version. */
                     ETag?: string;
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1169,6 +1228,17 @@ export interface operations {
                  * @example 41
                  */
                 "Last-Event-ID"?: string;
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
             };
             path: {
                 /**
@@ -1184,6 +1254,7 @@ export interface operations {
             /** @description The stream, or a page of the history. */
             200: {
                 headers: {
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1274,6 +1345,7 @@ export interface operations {
                     /** @description The URL of the booking. */
                     Location?: string;
                     "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1352,6 +1424,7 @@ export interface operations {
             200: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1399,6 +1472,7 @@ export interface operations {
             200: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
