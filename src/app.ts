@@ -15,7 +15,7 @@ import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
-import { notFound, problemHandler } from './problem.js';
+import { notFound, problemHandler } from './problem-handler.js';
 import { postgresLimiter } from './rate-limits.js';
 import type { SeatEventHub } from './seat-events.js';
 import { SeatMaps } from './seat-maps.js';

@@ -9,9 +9,8 @@ import type { Counter } from 'prom-client';
 import type { StreamLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
 import { callJson, statement } from './db.js';
-import { ProblemError } from './problem.js';
+import { ProblemError, showNotFound } from './problem.js';
 import type { SeatEvent, SeatEventHub } from './seat-events.js';
-import { showNotFound } from './shows.js';
 
 type SeatEventPage = components['schemas']['SeatEventPage'];
 type EventsPath = operations['getShowEvents']['parameters']['path'];

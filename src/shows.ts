@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { components, operations } from './generated/api.js';
 import { callJson, callJsonWithTimeout, statement } from './db.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
-import { ProblemError } from './problem.js';
+import { showNotFound } from './problem.js';
 import type { SeatMapBody, SeatMaps } from './seat-maps.js';
 
 type Show = components['schemas']['Show'];
@@ -17,10 +17,6 @@ type SeatsQuery = NonNullable<operations['getShowSeats']['parameters']['query']>
 const listShows = statement('list_shows', 'select app.list_shows($1, $2, $3, $4, $5, $6) as result');
 const createShow = statement('create_show', 'select app.create_show($1) as result');
 const getShow = statement('get_show', 'select app.show_detail_json($1) as result');
-
-export function showNotFound(id: string): ProblemError {
-  return new ProblemError('show-not-found', `There is no show ${id}`, { showId: id });
-}
 
 /** The versions an If-None-Match header names ("*" matches none: the map always exists). */
 function ifNoneMatch(header: string | undefined): string | null {
