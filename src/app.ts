@@ -1,5 +1,6 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
+import { readFileSync } from 'node:fs';
 import compression from 'compression';
 import cors from 'cors';
 import express from 'express';
@@ -7,7 +8,8 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
+import { parse } from 'yaml';
+import { adminViewer, bookingCredential, guardRoutes, requireAdmin } from './admin.js';
 import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
@@ -63,6 +65,13 @@ export interface AppDeps {
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
 
+let parsedContract: unknown;
+/** openapi.yaml, parsed once. */
+function contract(): unknown {
+  parsedContract ??= parse(readFileSync(apiSpecPath, 'utf8'));
+  return parsedContract;
+}
+
 export function makeApp({
   pool,
   readPool = pool,
@@ -88,7 +97,6 @@ export function makeApp({
   app.set('etag', false);
   app.set('trust proxy', trustProxy);
   const metrics = createMetrics(pool, events);
-  const admin = requireAdmin(adminToken);
   app.use(httpLogger(logger));
   app.use(metrics.middleware);
   // Event streams are never compressed: the compressor would hold events
@@ -113,16 +121,20 @@ export function makeApp({
     );
   }
   // Cheap refusals first: credentials and rate limits before body parsing.
-  app.post('/api/shows', admin);
-  app.get('/metrics', requireAdmin(metricsToken, 'metrics'));
-  app.get('/api/shows/:showId/bookings', admin);
-  // A booking's own routes need its secret (or the admin token): a request
+  // Which routes need which credential is the contract's `security`. A
+  // booking's own routes need its secret (or the admin token): a request
   // without any credential is refused before its body is read.
   const bookingAccess = bookingCredential(adminToken);
-  app.all(['/api/bookings/:bookingId', '/api/bookings/:bookingId/:action'], (req, _res, next) => {
-    bookingAccess(req);
-    next();
+  const guards = express.Router();
+  guardRoutes(guards, contract(), {
+    adminToken: requireAdmin(adminToken),
+    metricsToken: requireAdmin(metricsToken, 'metrics'),
+    'adminToken or bookingSecret': (req, _res, next) => {
+      bookingAccess(req);
+      next();
+    },
   });
+  app.use(guards);
   const limiter = { windowMs: limits.windowMs, connection: pool.options, clientAddressHeader };
   if (limits.max > 0) {
     app.post('/api/bookings', postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' }));
@@ -138,7 +150,7 @@ export function makeApp({
       validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
       validateResponses: validateResponses ? { removeAdditional: false } : false,
       validateFormats: true,
-      // Credentials are checked by requireAdmin, before the body is read.
+      // Credentials are checked by the contract's guards above, before the body is read.
       validateSecurity: false,
     }),
   );

@@ -107,7 +107,7 @@ export function bookingRoutes(
     sendOutcome(res, 200, outcome);
   });
 
-  // Admin: requireAdmin guards this path before the body is read (app.ts).
+  // Admin: the contract's security guards this path before the body is read (app.ts).
   router.get('/api/shows/:showId/bookings', async (req: Request<ShowBookingsPath, unknown, unknown, ShowBookingsQuery>, res) => {
     const { status, limit = 50, cursor } = req.query;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
