@@ -3,8 +3,8 @@
 // with response validation on. Its assertions are Portman's contract tests:
 // status, content type, JSON body and schema for every operation.
 import { spawn } from 'node:child_process';
-import { startLiveService } from '../bench/live-service.js';
-import { projectRoot } from '../src/migrate.js';
+import { startLiveService } from '../tools/live-service.js';
+import { projectRoot } from '../src/paths.js';
 
 const ADMIN_TOKEN = 'postman-admin-token-0123456789';
 const METRICS_TOKEN = 'postman-metrics-token-0123456789';
