@@ -12,7 +12,7 @@ import { parse } from 'yaml';
 import { adminViewer, bookingCredential, guardRoutes, requireAdmin } from './admin.js';
 import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
-import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
+import { defaultBookingLimits, defaultDatabaseTimeouts, defaultIntervals, defaultRateLimit, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
 import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
@@ -82,12 +82,13 @@ export function makeApp({
   bodyLimit = 256 * 1024,
   bookingLimits = defaultBookingLimits,
   events,
-  heartbeatMs = 15_000,
+  heartbeatMs = defaultIntervals.heartbeatMs,
   streams = {},
   adminToken,
   metricsToken,
   corsOrigins = [],
-  rateLimit: limits = { max: 0, windowMs: 60_000 },
+  // Off unless given: tests and tools build apps that must not be limited.
+  rateLimit: limits = { max: 0, windowMs: defaultRateLimit.windowMs },
   trustProxy = 0,
   clientAddressHeader,
 }: AppDeps): express.Express {
