@@ -14,10 +14,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
-import { projectRoot } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 import { DatabaseCosts, quiesce, type DatabaseCost } from './database-cost.js';
 import { invariantViolations } from './invariants.js';
-import { startLiveService } from './live-service.js';
+import { startLiveService } from '../tests/harness/live-service.js';
 import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, writeScript, type PgbenchResult } from './pgbench.js';
 import { writeReport, type Report } from './report.js';
 

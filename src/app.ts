@@ -1,5 +1,6 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
+import { readFileSync } from 'node:fs';
 import compression from 'compression';
 import cors from 'cors';
 import express from 'express';
@@ -7,15 +8,16 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
+import { parse } from 'yaml';
+import { adminViewer, bookingCredential, guardRoutes, requireAdmin } from './admin.js';
 import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
-import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
+import { defaultBookingLimits, defaultDatabaseTimeouts, defaultIntervals, defaultRateLimit, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
 import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
-import { notFound, problemHandler } from './problem.js';
+import { notFound, problemHandler } from './problem-handler.js';
 import { postgresLimiter } from './rate-limits.js';
 import { CONSISTENCY_TOKEN, ReadRouting, type ReplicaMonitor } from './replica.js';
 import type { SeatEventHub } from './seat-events.js';
@@ -67,6 +69,13 @@ export interface AppDeps {
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
 
+let parsedContract: unknown;
+/** openapi.yaml, parsed once. */
+function contract(): unknown {
+  parsedContract ??= parse(readFileSync(apiSpecPath, 'utf8'));
+  return parsedContract;
+}
+
 export function makeApp({
   pool,
   readPool = pool,
@@ -78,12 +87,13 @@ export function makeApp({
   bodyLimit = 256 * 1024,
   bookingLimits = defaultBookingLimits,
   events,
-  heartbeatMs = 15_000,
+  heartbeatMs = defaultIntervals.heartbeatMs,
   streams = {},
   adminToken,
   metricsToken,
   corsOrigins = [],
-  rateLimit: limits = { max: 0, windowMs: 60_000 },
+  // Off unless given: tests and tools build apps that must not be limited.
+  rateLimit: limits = { max: 0, windowMs: defaultRateLimit.windowMs },
   trustProxy = 0,
   clientAddressHeader,
 }: AppDeps): express.Express {
@@ -95,7 +105,6 @@ export function makeApp({
   const metrics = createMetrics(pool, events, replica);
   const reads = new ReadRouting(readPool, replica, metrics.replicaReads);
   const replicaSeatMaps = replica ? new SeatMaps(replica.pool) : undefined;
-  const admin = requireAdmin(adminToken);
   app.use(httpLogger(logger));
   app.use(metrics.middleware);
   // Event streams are never compressed: the compressor would hold events
@@ -121,16 +130,20 @@ export function makeApp({
     );
   }
   // Cheap refusals first: credentials and rate limits before body parsing.
-  app.post('/api/shows', admin);
-  app.get('/metrics', requireAdmin(metricsToken, 'metrics'));
-  app.get('/api/shows/:showId/bookings', admin);
-  // A booking's own routes need its secret (or the admin token): a request
+  // Which routes need which credential is the contract's `security`. A
+  // booking's own routes need its secret (or the admin token): a request
   // without any credential is refused before its body is read.
   const bookingAccess = bookingCredential(adminToken);
-  app.all(['/api/bookings/:bookingId', '/api/bookings/:bookingId/:action'], (req, _res, next) => {
-    bookingAccess(req);
-    next();
+  const guards = express.Router();
+  guardRoutes(guards, contract(), {
+    adminToken: requireAdmin(adminToken),
+    metricsToken: requireAdmin(metricsToken, 'metrics'),
+    'adminToken or bookingSecret': (req, _res, next) => {
+      bookingAccess(req);
+      next();
+    },
   });
+  app.use(guards);
   const limiter = { windowMs: limits.windowMs, connection: pool.options, clientAddressHeader };
   if (limits.max > 0) {
     app.post('/api/bookings', postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' }));
@@ -146,7 +159,7 @@ export function makeApp({
       validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
       validateResponses: validateResponses ? { removeAdditional: false } : false,
       validateFormats: true,
-      // Credentials are checked by requireAdmin, before the body is read.
+      // Credentials are checked by the contract's guards above, before the body is read.
       validateSecurity: false,
     }),
   );

@@ -9,9 +9,9 @@ import { clientAddress } from './client-address.js';
 import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
-import { ProblemError, type ProblemType } from './problem.js';
+import { problemForFailure, ProblemError, showNotFound } from './problem.js';
 import { writePosition, type ReadRouting } from './replica.js';
-import { sendPosition, showNotFound } from './shows.js';
+import { sendPosition } from './shows.js';
 
 type Booking = components['schemas']['Booking'];
 type NewBooking = components['schemas']['NewBooking'];
@@ -31,12 +31,6 @@ const getBooking = statement('get_booking', 'select app.get_booking($1, $2) as r
 const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3, $4) as result');
 const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3, $4) as result');
 const listShowBookings = statement('list_show_bookings', 'select app.list_show_bookings($1, $2, $3, $4, $5) as result');
-
-// A failed booking is answered as the problem its failure reason names.
-const failureProblems: Record<string, ProblemType> = {
-  'seats-unavailable': 'seat-unavailable',
-  'not-enough-seats': 'not-enough-seats',
-};
 
 function failureDetail(booking: Booking, request: NewBooking): string {
   if (booking.failureReason === 'not-enough-seats') {
@@ -100,7 +94,7 @@ export function bookingRoutes(
       // A failed booking holds nothing: its secret is never given out.
       const { secret: _secret, ...booking } = outcome.booking;
       throw new ProblemError(
-        failureProblems[booking.failureReason ?? ''] ?? 'seat-unavailable',
+        problemForFailure(booking.failureReason),
         failureDetail(booking, req.body),
         { ...(booking.unavailableSeats?.length ? { unavailableSeats: booking.unavailableSeats } : {}), booking },
         replayHeaders(outcome),
@@ -131,7 +125,7 @@ export function bookingRoutes(
     sendOutcome(res, 200, outcome);
   });
 
-  // Admin: requireAdmin guards this path before the body is read (app.ts).
+  // Admin: the contract's security guards this path before the body is read (app.ts).
   router.get('/api/shows/:showId/bookings', async (req: Request<ShowBookingsPath, unknown, unknown, ShowBookingsQuery>, res) => {
     const { status, limit = 50, cursor } = req.query;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);

@@ -14,7 +14,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import type { ReplicaConfig } from './config.js';
-import { problemForSqlstate } from './db-errors.js';
+import { problemForSqlstate } from './problem.js';
 
 /** The header that carries a position, in answers and in requests. */
 export const CONSISTENCY_TOKEN = 'Consistency-Token';

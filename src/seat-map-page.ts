@@ -1,5 +1,5 @@
 // The seat map page at /seat-map/: static files built into dist/web by
-// `npm run build` (web/), under a policy that lets them load only
+// `npm run build` (src/web/), under a policy that lets them load only
 // themselves and talk only to this origin.
 import { existsSync } from 'node:fs';
 import express, { Router } from 'express';

@@ -9,10 +9,10 @@ import type { Counter } from 'prom-client';
 import type { StreamLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
 import { callJson, callJsonAt, statement } from './db.js';
-import { ProblemError } from './problem.js';
+import { ProblemError, showNotFound } from './problem.js';
 import { readPosition, type ReadRouting } from './replica.js';
 import type { SeatEvent, SeatEventHub } from './seat-events.js';
-import { neededPosition, sendPosition, showNotFound } from './shows.js';
+import { neededPosition, sendPosition } from './shows.js';
 
 type SeatEventPage = components['schemas']['SeatEventPage'];
 type EventsPath = operations['getShowEvents']['parameters']['path'];

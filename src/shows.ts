@@ -4,7 +4,7 @@ import type pg from 'pg';
 import type { components, operations } from './generated/api.js';
 import { callJsonAt, callJsonWithTimeout, statement } from './db.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
-import { ProblemError } from './problem.js';
+import { ProblemError, showNotFound } from './problem.js';
 import { CONSISTENCY_TOKEN, parseLsn, readPosition, writePosition, type ReadRouting } from './replica.js';
 import { olderThanSeen, type SeatMapBody, type SeatMaps } from './seat-maps.js';
 
@@ -18,10 +18,6 @@ type SeatsQuery = NonNullable<operations['getShowSeats']['parameters']['query']>
 const listShows = statement('list_shows', `select app.list_shows($1, $2, $3, $4, $5, $6) as result, ${readPosition} as position`);
 const createShow = statement('create_show', 'select app.create_show($1) as result');
 const getShow = statement('get_show', `select app.show_detail_json($1) as result, ${readPosition} as position`);
-
-export function showNotFound(id: string): ProblemError {
-  return new ProblemError('show-not-found', `There is no show ${id}`, { showId: id });
-}
 
 /** The versions an If-None-Match header names ("*" matches none: the map always exists). */
 function ifNoneMatch(header: string | undefined): string | null {

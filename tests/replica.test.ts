@@ -17,7 +17,7 @@ import { runMigrations } from '../src/migrate.js';
 import { parseLsn, ReplicaMonitor } from '../src/replica.js';
 import { SeatEventHub } from '../src/seat-events.js';
 import { admin, ADMIN_TOKEN, customer, METRICS_TOKEN, scraper, theatre, unlimitedHolds, type CreatedBooking, type SeatMap, type ShowDetail } from './support.js';
-import { freePort } from './pgbouncer.js';
+import { freePort } from './harness/pgbouncer.js';
 import { PG15, standbyToolsInstalled, startReplicatedPair, type ReplicatedPair } from './standby.js';
 
 const installed = standbyToolsInstalled();

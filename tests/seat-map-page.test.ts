@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildPage } from '../web/build.js';
+import { buildPage } from '../src/web/build.js';
 import { admin, customer, listen, owner, postJson, testApp, testPool, theatre, type CreatedBooking, type NewShow, type SeatMap, type ShowDetail } from './support.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';

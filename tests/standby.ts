@@ -8,7 +8,7 @@ import { appendFile, chmod, chown, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { freePort } from './pgbouncer.js';
+import { freePort } from './harness/pgbouncer.js';
 
 export const PG15 = '/usr/lib/postgresql/15/bin';
 export const standbyToolsInstalled = (): boolean => ['initdb', 'pg_ctl', 'pg_basebackup'].every((tool) => existsSync(path.join(PG15, tool)));

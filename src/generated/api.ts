@@ -654,16 +654,7 @@ export interface components {
             secret: string;
         };
         /** @description The booking's status does not allow this change (a Problem naming the booking's current status). */
-        TransitionProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            /** @description The HTTP status code (409) of the problem. */
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        TransitionProblem: components["schemas"]["Problem"] & {
             bookingStatus: components["schemas"]["BookingStatus"];
         };
         /** @description One page of bookings. */
@@ -693,15 +684,7 @@ export interface components {
             requestId?: string;
         };
         /** @description The request did not match the contract (a Problem with the list of errors). */
-        ValidationProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        ValidationProblem: components["schemas"]["Problem"] & {
             /** @description Each part of the request that is wrong. */
             errors?: {
                 /** @description Where the error is, such as `body.customer.email` or `query.limit`. */
@@ -714,15 +697,7 @@ export interface components {
             unknownStops?: string[];
         };
         /** @description The seats were not available; the booking failed (a Problem with the failed booking, and for named seats the unavailable ones). */
-        BookingFailedProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        BookingFailedProblem: components["schemas"]["Problem"] & {
             unavailableSeats?: components["schemas"]["SeatRef"][];
             booking: components["schemas"]["Booking"];
         };
@@ -730,15 +705,7 @@ export interface components {
          * @description The show is not on sale now (`sales-closed`, with its window), or a hold
          *     would pass what one client or one email may hold (`hold-limit-reached`).
          */
-        OnSaleProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        OnSaleProblem: components["schemas"]["Problem"] & {
             /** Format: date-time */
             salesStartAt?: string;
             /** Format: date-time */
@@ -753,15 +720,7 @@ export interface components {
             held?: number;
         };
         /** @description A well-formed request that cannot be carried out (a Problem; `unknownSeats` names seats that are not in the show). */
-        UnprocessableProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        UnprocessableProblem: components["schemas"]["Problem"] & {
             unknownSeats?: (string | number)[];
         };
     };

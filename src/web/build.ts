@@ -5,13 +5,13 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
+const root = fileURLToPath(new URL('../..', import.meta.url));
 export const pageOutDir = `${root}dist/web`;
 
 export async function buildPage(): Promise<void> {
   mkdirSync(pageOutDir, { recursive: true });
   await build({
-    entryPoints: [`${root}web/seat-map.ts`],
+    entryPoints: [`${root}src/web/seat-map.ts`],
     outfile: `${pageOutDir}/seat-map.js`,
     bundle: true,
     format: 'esm',
@@ -19,11 +19,11 @@ export async function buildPage(): Promise<void> {
     target: ['es2022'],
     minify: true,
     sourcemap: true,
-    tsconfig: `${root}web/tsconfig.json`,
+    tsconfig: `${root}src/web/tsconfig.json`,
     logLevel: 'warning',
   });
-  copyFileSync(`${root}web/index.html`, `${pageOutDir}/index.html`);
-  copyFileSync(`${root}web/seat-map.css`, `${pageOutDir}/seat-map.css`);
+  copyFileSync(`${root}src/web/index.html`, `${pageOutDir}/index.html`);
+  copyFileSync(`${root}src/web/seat-map.css`, `${pageOutDir}/seat-map.css`);
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) await buildPage();

@@ -2,7 +2,7 @@
 // show's public event stream so seats change as others book, and books the
 // seats a visitor picks, all through the typed client. /seat-map/?show=<id>,
 // with &from=<stop>&to=<stop> for part of a trip.
-import { createBookingClient, type components } from '../src/client.js';
+import { createBookingClient, type components } from '../client.js';
 
 type Seat = components['schemas']['Seat'];
 type SeatStatus = components['schemas']['SeatStatus'];
