@@ -58,11 +58,20 @@ const archive = path.join(oldRoot, '..', `${path.basename(oldRoot)}.tar`);
 const cleanups: (() => Promise<void>)[] = [async () => rm(oldRoot, { recursive: true, force: true }), async () => rm(archive, { force: true })];
 run('git', ['-C', projectRoot, 'archive', '--format=tar', '-o', archive, commit], projectRoot);
 run('tar', ['-xf', archive, '-C', oldRoot], projectRoot);
-const sameLockfile = readFileSync(`${oldRoot}/package-lock.json`, 'utf8') === readFileSync(`${projectRoot}package-lock.json`, 'utf8');
-if (sameLockfile) {
+/** The packages a lockfile installs, by path: version and integrity (not the project's own entry, nor dev flags). */
+function installed(lockfile: string): string {
+  const { packages } = JSON.parse(readFileSync(lockfile, 'utf8')) as { packages: Record<string, { version?: string; integrity?: string }> };
+  return JSON.stringify(
+    Object.entries(packages)
+      .filter(([name]) => name !== '')
+      .map(([name, entry]) => [name, entry.version, entry.integrity])
+      .sort(),
+  );
+}
+if (installed(`${oldRoot}/package-lock.json`) === installed(`${projectRoot}package-lock.json`)) {
   await symlink(`${projectRoot}node_modules`, `${oldRoot}/node_modules`, 'dir');
 } else {
-  console.log(`the lockfile changed since ${commit}: npm ci for the previous release`);
+  console.log(`the installed packages changed since ${commit}: npm ci for the previous release`);
   run('npm', ['ci', '--no-audit', '--no-fund', '--ignore-scripts'], oldRoot);
 }
 run(process.execPath, [`${oldRoot}/node_modules/typescript/bin/tsc`, '-p', 'tsconfig.build.json'], oldRoot);
