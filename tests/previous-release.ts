@@ -52,23 +52,21 @@ if (!git('cat-file', '-e', `${commit}^{commit}`).ok) {
 }
 
 // The previous release, built in a directory of its own. Its dependencies
-// are this checkout's when its lockfile is the same; otherwise its own.
+// are this checkout's when they hold all of its packages; otherwise its own.
 const oldRoot = await mkdtemp(path.join(tmpdir(), 'booking-previous-release-'));
 const archive = path.join(oldRoot, '..', `${path.basename(oldRoot)}.tar`);
 const cleanups: (() => Promise<void>)[] = [async () => rm(oldRoot, { recursive: true, force: true }), async () => rm(archive, { force: true })];
 run('git', ['-C', projectRoot, 'archive', '--format=tar', '-o', archive, commit], projectRoot);
 run('tar', ['-xf', archive, '-C', oldRoot], projectRoot);
 /** The packages a lockfile installs, by path: version and integrity (not the project's own entry, nor dev flags). */
-function installed(lockfile: string): string {
+function installed(lockfile: string): Map<string, string> {
   const { packages } = JSON.parse(readFileSync(lockfile, 'utf8')) as { packages: Record<string, { version?: string; integrity?: string }> };
-  return JSON.stringify(
-    Object.entries(packages)
-      .filter(([name]) => name !== '')
-      .map(([name, entry]) => [name, entry.version, entry.integrity])
-      .sort(),
-  );
+  return new Map(Object.entries(packages).filter(([name]) => name !== '').map(([name, entry]) => [name, `${entry.version}:${entry.integrity}`]));
 }
-if (installed(`${oldRoot}/package-lock.json`) === installed(`${projectRoot}package-lock.json`)) {
+// This checkout's node_modules serve when they hold every package the
+// previous release installs, at the same version (packages added since are harmless).
+const ours = installed(`${projectRoot}package-lock.json`);
+if ([...installed(`${oldRoot}/package-lock.json`)].every(([name, version]) => ours.get(name) === version)) {
   await symlink(`${projectRoot}node_modules`, `${oldRoot}/node_modules`, 'dir');
 } else {
   console.log(`the installed packages changed since ${commit}: npm ci for the previous release`);
