@@ -132,7 +132,7 @@ function seatsFor(workload: Pick<Workload, 'rows' | 'seatsPerRow' | 'pick'>, n: 
 /** The same requests as seatsFor, as a pgbench script calling the function as the service does. */
 function functionScript(workload: Workload, showId: string): string[] {
   const call = (seats: string) =>
-    `select app.create_booking(jsonb_build_object('showId', '${showId}', ${seats}, 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')), null, 10, 600, 1800, '127.0.0.1');`;
+    `select app.create_booking('${showId}', jsonb_build_object('showId', '${showId}', ${seats}, 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')), null, 10, 600, 1800, '127.0.0.1', '{}');`;
   const label = (seat: string) => `'Floor-R' || :r || '-' || :${seat}`;
   switch (workload.pick) {
     case 'best':

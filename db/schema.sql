@@ -430,6 +430,28 @@ COMMENT ON FUNCTION app.confirm_booking(booking_id uuid, request jsonb, idempote
 CREATE FUNCTION app.create_booking(request jsonb, idempotency_key text DEFAULT NULL::text, max_seats integer DEFAULT 10, hold_default_seconds integer DEFAULT 600, hold_max_seconds integer DEFAULT 1800, client_address text DEFAULT NULL::text, hold_limits jsonb DEFAULT '{}'::jsonb) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog'
+    AS $$
+begin
+  return app.create_booking((request->>'showId')::uuid, request, idempotency_key, max_seats,
+    hold_default_seconds, hold_max_seconds, client_address, hold_limits);
+end;
+$$;
+
+
+--
+-- Name: FUNCTION create_booking(request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.create_booking(request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) IS 'Book seats, the show named in the request: create_booking(show_id, request, ...) with the show taken from the request.';
+
+
+--
+-- Name: create_booking(uuid, jsonb, text, integer, integer, integer, text, jsonb); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog'
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 -- Why one function: the whole booking is one call and one transaction, so
@@ -446,7 +468,7 @@ CREATE FUNCTION app.create_booking(request jsonb, idempotency_key text DEFAULT N
 -- secret, which is stored only as a hash. A booking whose seats were not
 -- available is recorded as failed and returned, not raised.
 declare
-  v_show_id uuid := (request->>'showId')::uuid;
+  v_show_id uuid := create_booking.show_id;
   v_seat_ids bigint[];
   v_seat_labels text[];
   v_quantity int := (request->>'quantity')::int;
@@ -473,6 +495,12 @@ declare
   v_status app.booking_status;
   v_result jsonb;
 begin
+  -- The show is an argument, so a distributed database can route the call
+  -- by it (docs/scaling.md); the request must name the same show.
+  if (request->>'showId')::uuid is distinct from v_show_id then
+    perform app.raise_problem('BKREQ', 'The request names another show than the one it is booked in');
+  end if;
+
   -- Check: what the contract cannot say.
   if (request ? 'seatIds')::int + (request ? 'seatLabels')::int + (request ? 'quantity')::int <> 1 then
     perform app.raise_problem('BKREQ', 'Name the seats by seatIds or by seatLabels, or ask for a quantity: exactly one of them');
@@ -692,10 +720,10 @@ $$;
 
 
 --
--- Name: FUNCTION create_booking(request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb); Type: COMMENT; Schema: app
+-- Name: FUNCTION create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.create_booking(request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) IS 'Book seats: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}.';
+COMMENT ON FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) IS 'Book seats in a show: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}. The show is the argument a distributed database routes the call by.';
 
 
 --
@@ -2195,7 +2223,7 @@ ALTER TABLE ONLY app.booking_seats
 --
 
 ALTER TABLE ONLY app.booking_seats
-    ADD CONSTRAINT booking_seats_pkey PRIMARY KEY (booking_id, seat_id);
+    ADD CONSTRAINT booking_seats_pkey PRIMARY KEY (booking_id, seat_id, show_id);
 
 
 --
@@ -2203,7 +2231,7 @@ ALTER TABLE ONLY app.booking_seats
 --
 
 ALTER TABLE ONLY app.bookings
-    ADD CONSTRAINT bookings_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT bookings_pkey PRIMARY KEY (id, show_id);
 
 
 --
@@ -2243,7 +2271,7 @@ ALTER TABLE ONLY app.seat_categories
 --
 
 ALTER TABLE ONLY app.seat_events
-    ADD CONSTRAINT seat_events_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT seat_events_pkey PRIMARY KEY (id, show_id);
 
 
 --
@@ -2251,7 +2279,7 @@ ALTER TABLE ONLY app.seat_events
 --
 
 ALTER TABLE ONLY app.seats
-    ADD CONSTRAINT seats_pkey PRIMARY KEY (id);
+    ADD CONSTRAINT seats_pkey PRIMARY KEY (id, show_id);
 
 
 --

@@ -26,7 +26,8 @@ interface Outcome<B = Booking> {
   replayed: boolean;
 }
 
-const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7) as result');
+// The show is the first argument: the one a distributed database routes the call by (docs/scaling.md).
+const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7, $8) as result');
 const getBooking = statement('get_booking', 'select app.get_booking($1, $2) as result');
 const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3, $4) as result');
 const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3, $4) as result');
@@ -80,6 +81,7 @@ export function bookingRoutes(
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
     const outcome = await act<CreatedBooking>(pool, createBooking, [
+      req.body.showId,
       req.body,
       req.get('Idempotency-Key') ?? null,
       limits.maxSeatsPerBooking,
