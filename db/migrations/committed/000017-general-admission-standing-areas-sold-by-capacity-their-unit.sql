@@ -1,5 +1,5 @@
---! Previous: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
---! Hash: sha1:5bf1591e5eb37c9c13bc4c16f94bab7fc9b08a13
+--! Previous: sha1:237cd00785376c5c74ff6f55aba755f971892691
+--! Hash: sha1:aaa2db13af7c0c4b4b9762827d69715225917919
 --! Message: General admission: standing areas sold by capacity, their units rows of seats taken with SKIP LOCKED
 
 -- General admission: standing areas sold by capacity, beside seated sections.
@@ -608,6 +608,8 @@ declare
   v_status app.booking_status;
   v_result jsonb;
 begin
+  -- The show is an argument, so a distributed database can route the call
+  -- by it (docs/scaling.md); the request must name the same show.
   if (request->>'showId')::uuid is distinct from v_show_id then
     perform app.raise_problem('BKREQ', 'The request names another show than the one it is booked in');
   end if;

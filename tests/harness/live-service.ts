@@ -1,12 +1,13 @@
 // The built service, started as in production on a fresh embedded
-// PostgreSQL, for the benchmark and the Postman contract run.
+// PostgreSQL, for the benchmark, the Postman contract run and the stream check.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
-import { projectRoot, runMigrations } from '../src/migrate.js';
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/embedded-postgres.js';
+import { runMigrations } from '../../src/migrate.js';
+import { projectRoot } from '../../src/paths.js';
 
 export interface LiveService {
   base: string;
