@@ -4,13 +4,13 @@
 import pg from 'pg';
 import request from 'supertest';
 import { describe, expect, inject, it } from 'vitest';
+import { doubleBookedSeats } from '../bench/invariants.js';
 import { defaultBookingLimits } from '../src/config.js';
 import {
   admin,
   bookingCounts,
   createShow,
   customer,
-  doubleBookedSeats,
   owner,
   testApp,
   testPool,
