@@ -66,6 +66,7 @@ describe('the error vocabulary', () => {
   it("answers a failed booking as the problem its failure reason names", () => {
     expect(problemForFailure('seats-unavailable')).toBe('seat-unavailable');
     expect(problemForFailure('not-enough-seats')).toBe('not-enough-seats');
+    expect(problemForFailure('area-full')).toBe('area-full');
   });
 });
 
