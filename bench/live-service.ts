@@ -1,12 +1,14 @@
 // The built service, started as in production on a fresh embedded
 // PostgreSQL, for the benchmark and the Postman contract run.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
 import { projectRoot, runMigrations } from '../src/migrate.js';
+import { TicketKeys } from '../src/ticket-codes.js';
 
 export interface LiveService {
   base: string;
@@ -54,7 +56,12 @@ export async function startLiveService(
     await runMigrations(databaseUrl, () => {});
     const port = await freePort();
     service = spawn(process.execPath, [...nodeArgs, `${projectRoot}dist/main.js`], {
-      env: { ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', ...env },
+      env: {
+        ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false',
+        // Production requires both; a run that does not scan needs none of its own.
+        DOOR_TOKEN: `live-door-token-${randomBytes(12).toString('hex')}`, TICKET_SIGNING_KEY: TicketKeys.generatePem(),
+        ...env,
+      },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     const base = `http://127.0.0.1:${port}`;

@@ -7,7 +7,9 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { adminViewer, bookingCredential, requireAdmin } from './admin.js';
+import { randomBytes } from 'node:crypto';
+import { adminViewer, bookingCredential, requireAdmin, requireAnyOf } from './admin.js';
+import { checkInRoutes } from './check-in.js';
 import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
@@ -21,6 +23,8 @@ import type { SeatEventHub } from './seat-events.js';
 import { SeatMaps } from './seat-maps.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
+import { TicketKeys } from './ticket-codes.js';
+import { ticketRoutes } from './tickets.js';
 
 export interface AppDeps {
   /** Bookings' pool, and every write. */
@@ -47,6 +51,10 @@ export interface AppDeps {
   adminToken: string;
   /** The bearer token that scrapes /metrics; the admin token does not. */
   metricsToken: string;
+  /** The door staff's bearer token: scans tickets and reads check-in counts, nothing else. Absent: no one can scan. */
+  doorToken?: string;
+  /** The keys that sign and verify ticket codes; absent: a fresh key for this app alone (tests and tools). */
+  ticketKeys?: TicketKeys;
   /** Origins allowed to call the API from a browser. */
   corsOrigins?: string[];
   /**
@@ -77,6 +85,9 @@ export function makeApp({
   streams = {},
   adminToken,
   metricsToken,
+  // Absent, no credential can match: check-in is closed.
+  doorToken = randomBytes(32).toString('base64url'),
+  ticketKeys = new TicketKeys(TicketKeys.generatePem()),
   corsOrigins = [],
   rateLimit: limits = { max: 0, windowMs: 60_000 },
   trustProxy = 0,
@@ -116,10 +127,13 @@ export function makeApp({
   app.post('/api/shows', admin);
   app.get('/metrics', requireAdmin(metricsToken, 'metrics'));
   app.get('/api/shows/:showId/bookings', admin);
+  // Only door staff scan (the admin token cannot); both read the counts.
+  app.post(['/api/shows/:showId/check-ins', '/api/shows/:showId/check-ins/batch'], requireAdmin(doorToken, 'door'));
+  app.get('/api/shows/:showId/check-ins', requireAnyOf([doorToken, adminToken], 'door'));
   // A booking's own routes need its secret (or the admin token): a request
   // without any credential is refused before its body is read.
   const bookingAccess = bookingCredential(adminToken);
-  app.all(['/api/bookings/:bookingId', '/api/bookings/:bookingId/:action'], (req, _res, next) => {
+  app.all(['/api/bookings/:bookingId', '/api/bookings/:bookingId/:action', '/api/bookings/:bookingId/tickets/:seatId/qr'], (req, _res, next) => {
     bookingAccess(req);
     next();
   });
@@ -150,6 +164,8 @@ export function makeApp({
   const streamClient = (req: Parameters<typeof clientKey>[0]) => clientKey(req, { header: clientAddressHeader });
   app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader));
+  app.use(ticketRoutes(pool, ticketKeys, adminToken));
+  app.use(checkInRoutes(pool, ticketKeys));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

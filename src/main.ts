@@ -1,7 +1,7 @@
 // The entry point: read config, get a database (the given one, or an
 // embedded one), migrate it, serve, and shut down in order on a signal.
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { makeApp } from './app.js';
@@ -13,6 +13,7 @@ import { projectRoot } from './paths.js';
 import { prepareRateLimitStore } from './rate-limits.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
+import { TicketKeys } from './ticket-codes.js';
 
 // A .env beside the project fills in what the environment leaves unset
 // (variables already set win), as .env.example describes.
@@ -78,11 +79,31 @@ const readPool = createPool({
   timeouts: config.database,
   transactionPooler,
 });
+/**
+ * Without TICKET_SIGNING_KEY (never in production): in development, a key
+ * kept beside the embedded database's data, so tickets given out stay valid
+ * across restarts; otherwise (tests) a key for this run.
+ */
+function developmentSigningKey(nodeEnv: string): string {
+  if (nodeEnv !== 'development') return TicketKeys.generatePem();
+  const file = `${projectRoot}.data/ticket-signing-key.pem`;
+  if (existsSync(file)) return readFileSync(file, 'utf8');
+  const pem = TicketKeys.generatePem();
+  mkdirSync(`${projectRoot}.data`, { recursive: true });
+  writeFileSync(file, pem, { mode: 0o600 });
+  process.stdout.write(`Ticket signing key made for development in ${file} (set TICKET_SIGNING_KEY in production)\n`);
+  return pem;
+}
+
 // Development without ADMIN_TOKEN: a token for this run, shown once.
 const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');
 if (!config.adminToken) process.stdout.write(`Admin token for this run (set ADMIN_TOKEN to choose one): ${adminToken}\n`);
 const metricsToken = config.metricsToken ?? randomBytes(24).toString('base64url');
 if (!config.metricsToken) process.stdout.write(`Metrics token for this run (set METRICS_TOKEN to choose one): ${metricsToken}\n`);
+const doorToken = config.doorToken ?? randomBytes(24).toString('base64url');
+if (!config.doorToken) process.stdout.write(`Door token for this run (set DOOR_TOKEN to choose one): ${doorToken}\n`);
+const ticketKeys = new TicketKeys(config.ticketSigningKey ?? developmentSigningKey(config.nodeEnv), config.ticketPreviousKeys);
+logger.info({ kid: ticketKeys.signingKeyId }, 'ticket codes are signed with this key');
 const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs, listenUrl: directUrl });
 await events.start();
 const app = makeApp({
@@ -97,6 +118,8 @@ const app = makeApp({
   streams: config.streams,
   adminToken,
   metricsToken,
+  doorToken,
+  ticketKeys,
   corsOrigins: config.corsOrigins,
   rateLimit: config.rateLimit,
   trustProxy: config.trustProxy,
