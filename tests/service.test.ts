@@ -1,6 +1,7 @@
 // The real entry point, as `npm start` runs it: embedded database, clean
 // shutdown, and no booking lost across restarts, even after SIGKILL.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -118,6 +119,12 @@ describe('the service process', () => {
     [{ ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'],
     [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', METRICS_TOKEN: '' }, 'METRICS_TOKEN'],
     [{ METRICS_TOKEN: ADMIN_TOKEN }, 'METRICS_TOKEN'],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', DOOR_TOKEN: '' }, 'DOOR_TOKEN'],
+    [{ DOOR_TOKEN: ADMIN_TOKEN }, 'DOOR_TOKEN'],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', DOOR_TOKEN: 'door-token-0123456789', TICKET_SIGNING_KEY: '' }, 'TICKET_SIGNING_KEY'],
+    [{ TICKET_SIGNING_KEY: 'not a key' }, 'TICKET_SIGNING_KEY'],
+    [{ TICKET_SIGNING_KEY: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() }, 'TICKET_SIGNING_KEY'],
+    [{ TICKET_PREVIOUS_KEYS: 'short' }, 'TICKET_PREVIOUS_KEYS'],
     [{ CLIENT_ADDRESS_HEADER: 'cf connecting ip' }, 'CLIENT_ADDRESS_HEADER'],
     [{ RATE_LIMIT_READS: 'many' }, 'RATE_LIMIT_READS'],
     [{ CORS_ORIGINS: 'https://tickets.example.com/path' }, 'CORS_ORIGINS'],

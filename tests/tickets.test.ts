@@ -2,7 +2,7 @@
 // them. Codes are verified the way a scanner does offline: with the key set
 // the service publishes, and nothing else.
 import { Resvg } from '@resvg/resvg-js';
-import jsQR from 'jsqr';
+import jsQRModule from 'jsqr';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
 import { TicketKeys, verifyTicketCode, type TicketKeySet } from '../src/ticket-codes.js';
@@ -10,6 +10,9 @@ import { ADMIN_TOKEN, admin, createShow, customer, door, owner, scraper, testApp
 import type { components } from '../src/generated/api.js';
 
 type TicketList = components['schemas']['TicketList'];
+
+// A CommonJS module whose exports are the decoder itself, typed as an ES default export.
+const jsQR = jsQRModule.default;
 
 const keys = new TicketKeys(TicketKeys.generatePem());
 const pool = testPool(4);
