@@ -30,8 +30,9 @@ export interface TicketPublicKey {
   alg: 'EdDSA';
 }
 
+/** A key set as a scanner reads it: keys of other kinds are ignored. */
 export interface TicketKeySet {
-  keys: TicketPublicKey[];
+  keys: ReadonlyArray<{ kty: string; crv?: string; x?: string }>;
 }
 
 export type CodeCheck =
@@ -114,11 +115,12 @@ export function verifyTicketCode(code: string, keySet: TicketKeySet | Map<string
 
 /** The verifying keys of a published key set, by key id. */
 export function verifiersOf(keySet: TicketKeySet): Map<string, KeyObject> {
-  return new Map(
-    keySet.keys
-      .filter((key) => key.kty === 'OKP' && key.crv === 'Ed25519')
-      .map((key) => [keyIdOf(key.x), createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: key.x }, format: 'jwk' })]),
-  );
+  const verifiers = new Map<string, KeyObject>();
+  for (const { kty, crv, x } of keySet.keys) {
+    if (kty !== 'OKP' || crv !== 'Ed25519' || typeof x !== 'string') continue;
+    verifiers.set(keyIdOf(x), createPublicKey({ key: { kty, crv, x }, format: 'jwk' }));
+  }
+  return verifiers;
 }
 
 /**
@@ -126,7 +128,7 @@ export function verifiersOf(keySet: TicketKeySet): Map<string, KeyObject> {
  * codes still verify while they are being rotated out.
  */
 export class TicketKeys {
-  readonly keySet: TicketKeySet;
+  readonly keySet: { keys: TicketPublicKey[] };
   private readonly signer: KeyObject;
   private readonly kid: string;
   private readonly verifiers: Map<string, KeyObject>;

@@ -349,3 +349,30 @@ describe('the logs of check-in', () => {
     for (const code of codes) expect(text).not.toContain(code.slice(40, 80));
   });
 });
+
+describe('the typed client', () => {
+  it('verifies a code offline with the published keys, then scans it with the door token', async () => {
+    const { createBookingClient, doorToken, verifyTicketCode, bookingSecret } = await import('../src/client.js');
+    const api = createBookingClient(`http://127.0.0.1:${server.port}`);
+    const show = await createShow(app);
+    const booking = await book(show.id, ['Stalls-A-1']);
+    const { data: list } = await api.GET('/api/bookings/{bookingId}/tickets', { params: { path: { bookingId: booking.id } }, headers: bookingSecret(booking.secret) });
+    const code = list?.tickets[0]?.code ?? '';
+    const { data: keySet } = await api.GET('/api/tickets/keys');
+    expect(keySet && verifyTicketCode(code, keySet)).toMatchObject({ valid: true, ticket: { showId: show.id, bookingId: booking.id, label: 'Stalls-A-1' } });
+    const scanned = await api.POST('/api/shows/{showId}/check-ins', {
+      params: { path: { showId: show.id } },
+      headers: doorToken(DOOR_TOKEN),
+      body: { code, gate: 'North', scannedAt: now() },
+    });
+    expect(scanned.data?.outcome).toBe('admitted');
+    const again = await api.POST('/api/shows/{showId}/check-ins', {
+      params: { path: { showId: show.id } },
+      headers: doorToken(DOOR_TOKEN),
+      body: { code, gate: 'South', scannedAt: now() },
+    });
+    expect(again.response.status).toBe(409);
+    const { data: counts } = await api.GET('/api/shows/{showId}/check-ins', { params: { path: { showId: show.id } }, headers: doorToken(DOOR_TOKEN) });
+    expect(counts).toMatchObject({ tickets: 1, admitted: 1, refused: 1 });
+  });
+});
