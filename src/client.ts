@@ -6,8 +6,8 @@ import createClient, { type Client } from 'openapi-fetch';
 import type { paths } from './generated/api.js';
 
 export type { components, operations, paths } from './generated/api.js';
-// A scanner verifies ticket codes offline with the key set of GET /api/tickets/keys.
-export { verifyTicketCode, type CodeCheck, type TicketKeySet, type TicketRef } from './ticket-codes.js';
+// Offline verification of ticket codes is 'ticket-booking/tickets' (it needs
+// node:crypto; this client also runs in browsers).
 
 export interface BookingClientOptions {
   /** Sent as a bearer token, for admin operations. */

@@ -1,7 +1,7 @@
 // The entry point: read config, get a database (the given one, or an
 // embedded one), migrate it, serve, and shut down in order on a signal.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { makeApp } from './app.js';
@@ -13,7 +13,7 @@ import { projectRoot } from './paths.js';
 import { prepareRateLimitStore } from './rate-limits.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
-import { TicketKeys } from './ticket-codes.js';
+import { keptSigningKey, TicketKeys } from './ticket-codes.js';
 
 // A .env beside the project fills in what the environment leaves unset
 // (variables already set win), as .env.example describes.
@@ -87,11 +87,8 @@ const readPool = createPool({
 function developmentSigningKey(nodeEnv: string): string {
   if (nodeEnv !== 'development') return TicketKeys.generatePem();
   const file = `${projectRoot}.data/ticket-signing-key.pem`;
-  if (existsSync(file)) return readFileSync(file, 'utf8');
-  const pem = TicketKeys.generatePem();
-  mkdirSync(`${projectRoot}.data`, { recursive: true });
-  writeFileSync(file, pem, { mode: 0o600 });
-  process.stdout.write(`Ticket signing key made for development in ${file} (set TICKET_SIGNING_KEY in production)\n`);
+  const { pem, created } = keptSigningKey(file);
+  if (created) process.stdout.write(`Ticket signing key made for development in ${file} (set TICKET_SIGNING_KEY in production)\n`);
   return pem;
 }
 

@@ -12,6 +12,8 @@
 //   51+L 64  Ed25519 signature of bytes 0 to 51+L
 // A ticket is one booked seat of a booking, so (booking id, seat id) names it.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 
 export interface TicketRef {
   showId: string;
@@ -164,4 +166,16 @@ export class TicketKeys {
   verify(code: string): CodeCheck {
     return verifyTicketCode(code, this.verifiers);
   }
+}
+
+/**
+ * A signing key kept in a file, made there the first time (readable by its
+ * owner only): development tickets stay valid across restarts.
+ */
+export function keptSigningKey(file: string): { pem: string; created: boolean } {
+  if (existsSync(file)) return { pem: readFileSync(file, 'utf8'), created: false };
+  const pem = TicketKeys.generatePem();
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, pem, { mode: 0o600, flag: 'wx' });
+  return { pem, created: true };
 }

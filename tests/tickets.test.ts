@@ -5,7 +5,10 @@ import { Resvg } from '@resvg/resvg-js';
 import jsQRModule from 'jsqr';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { TicketKeys, verifyTicketCode, type TicketKeySet } from '../src/ticket-codes.js';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { TicketKeys, keptSigningKey, verifyTicketCode, type TicketKeySet } from '../src/ticket-codes.js';
 import { ADMIN_TOKEN, admin, createShow, customer, door, owner, scraper, testApp, testPool, theatre, type CreatedBooking } from './support.js';
 import type { components } from '../src/generated/api.js';
 
@@ -131,6 +134,23 @@ describe('a ticket code', () => {
     const bytes = Buffer.from(forged, 'base64url');
     Buffer.from(keys.signingKeyId, 'base64url').copy(bytes, 1);
     expect(verifyTicketCode(bytes.toString('base64url'), keySet)).toEqual({ valid: false, reason: 'bad-signature' });
+  });
+
+  it('signed by a development key kept in a file still verifies after a restart', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'ticket-key-'));
+    try {
+      const file = path.join(dir, 'data', 'ticket-signing-key.pem');
+      const first = keptSigningKey(file);
+      expect(first.created).toBe(true);
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      const claim = { showId: '0b6a3c1e-6f3e-4a57-9a52-1f0e2b7d9c11', bookingId: '5d0c8f0a-3b8e-4c3a-9a8e-2f4b6c1d7e90', seatId: 3, label: 'Stalls-A-3' };
+      const code = new TicketKeys(first.pem).sign(claim);
+      const again = keptSigningKey(file);
+      expect(again).toEqual({ pem: first.pem, created: false });
+      expect(new TicketKeys(again.pem).verify(code)).toMatchObject({ valid: true, ticket: claim });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('signed by a previous key still verifies while that key is listed, and not after', () => {
