@@ -7,7 +7,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { projectRoot } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 import type { DatabaseCost } from './database-cost.js';
 
 const run = promisify(execFile);

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { createBookingClient } from '../src/client.js';
-import { startLiveService } from './live-service.js';
+import { startLiveService } from '../tests/harness/live-service.js';
 
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const args = process.argv.slice(2);

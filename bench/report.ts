@@ -1,7 +1,7 @@
 // Draws the benchmark's chart (SVG) and its tables in bench/README.md, from
 // the results JSON of one run.
 import { readFile, writeFile } from 'node:fs/promises';
-import { projectRoot } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 import type { DatabaseCost } from './database-cost.js';
 import type { Comparison, PgbenchResult, ScenarioResult } from './run.js';
 

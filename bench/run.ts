@@ -14,10 +14,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
-import { projectRoot } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 import { DatabaseCosts, quiesce, type DatabaseCost } from './database-cost.js';
 import { invariantViolations } from './invariants.js';
-import { startLiveService } from './live-service.js';
+import { startLiveService } from '../tests/harness/live-service.js';
 import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, writeScript, type PgbenchResult } from './pgbench.js';
 import { writeReport, type Report } from './report.js';
 import { TicketKeys } from '../src/ticket-codes.js';
@@ -137,7 +137,7 @@ function seatsFor(workload: Pick<Workload, 'rows' | 'seatsPerRow' | 'pick'>, n: 
 /** The same requests as seatsFor, as a pgbench script calling the function as the service does. */
 function functionScript(workload: Workload, showId: string): string[] {
   const call = (seats: string) =>
-    `select app.create_booking(jsonb_build_object('showId', '${showId}', ${seats}, 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')), null, 10, 600, 1800, '127.0.0.1');`;
+    `select app.create_booking('${showId}', jsonb_build_object('showId', '${showId}', ${seats}, 'customer', jsonb_build_object('name', 'Bench', 'email', 'bench@example.com')), null, 10, 600, 1800, '127.0.0.1', '{}');`;
   const label = (seat: string) => `'Floor-R' || :r || '-' || :${seat}`;
   switch (workload.pick) {
     case 'best':

@@ -1,10 +1,12 @@
 // `npm run postman:test`: runs the Postman collection generated from
 // openapi.yaml with newman against the built service on a fresh database,
-// with response validation on. Its assertions are Portman's contract tests:
-// status, content type, JSON body and schema for every operation.
+// with response validation on. Its assertions are Portman's contract tests
+// (status, content type, JSON body and schema for every operation) and the
+// integration tests of postman/portman-config.json: a double booking's 409,
+// a seat freed by a cancel, and requests without their credential refused.
 import { spawn } from 'node:child_process';
-import { startLiveService } from '../bench/live-service.js';
-import { projectRoot } from '../src/migrate.js';
+import { startLiveService } from '../tests/harness/live-service.js';
+import { projectRoot } from '../src/paths.js';
 
 const ADMIN_TOKEN = 'postman-admin-token-0123456789';
 const METRICS_TOKEN = 'postman-metrics-token-0123456789';

@@ -2,7 +2,7 @@
 // token, /metrics' own scrape token, the door staff's token, and a
 // booking's secret (or the admin token) on that booking's routes.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Router } from 'express';
 import { ProblemError } from './problem.js';
 
 const digest = (value: string) => createHash('sha256').update(value).digest();
@@ -73,4 +73,54 @@ export function adminViewer(adminToken: string): (req: WithHeaders) => boolean {
     const credential = bearer(req);
     return credential !== undefined && isAdmin(credential);
   };
+}
+
+/** A route the contract's `security` guards, in Express's path syntax. */
+export interface GuardedRoute {
+  method: 'get' | 'post' | 'put' | 'patch' | 'delete';
+  path: string;
+  /** The contract's alternatives, such as "adminToken" or "adminToken or bookingSecret". */
+  schemes: string;
+}
+
+const METHODS = ['get', 'post', 'put', 'patch', 'delete'] as const;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * The operations of an OpenAPI document that need a credential, read from
+ * their `security` (or the document's): an operation that also allows `{}`,
+ * or has no requirement, is open and not listed.
+ */
+export function guardedRoutes(contract: unknown): GuardedRoute[] {
+  if (!isObject(contract) || !isObject(contract.paths)) throw new Error('the contract has no paths');
+  const routes: GuardedRoute[] = [];
+  for (const [path, item] of Object.entries(contract.paths)) {
+    if (!isObject(item)) continue;
+    for (const method of METHODS) {
+      const operation = item[method];
+      if (!isObject(operation)) continue;
+      const security = operation.security ?? contract.security ?? [];
+      if (!Array.isArray(security) || security.length === 0) continue;
+      const alternatives = security.map((requirement) => (isObject(requirement) ? Object.keys(requirement).sort().join(' and ') : ''));
+      if (alternatives.includes('')) continue;
+      routes.push({ method, path: path.replaceAll(/\{([^}]+)\}/g, ':$1'), schemes: [...new Set(alternatives)].sort().join(' or ') });
+    }
+  }
+  return routes;
+}
+
+/**
+ * Installs a guard on every route the contract guards, before anything
+ * reads the body. A combination of schemes without a guard stops the app
+ * from being built, so a contract change cannot leave a route open.
+ */
+export function guardRoutes(router: Router, contract: unknown, guards: Record<string, RequestHandler>): void {
+  for (const { method, path, schemes } of guardedRoutes(contract)) {
+    const guard = guards[schemes];
+    if (!guard) throw new Error(`no credential check for ${method.toUpperCase()} ${path}, which the contract guards with ${schemes}`);
+    router[method](path, guard);
+  }
 }

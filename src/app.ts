@@ -1,5 +1,6 @@
 // The Express application, built from its dependencies: no listening, no
 // environment reading, so tests build it with their own pool.
+import { readFileSync } from 'node:fs';
 import compression from 'compression';
 import cors from 'cors';
 import express from 'express';
@@ -8,19 +9,22 @@ import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { randomBytes } from 'node:crypto';
-import { adminViewer, bookingCredential, requireAdmin, requireAnyOf } from './admin.js';
+import { parse } from 'yaml';
+import { adminViewer, bookingCredential, guardRoutes, requireAdmin, requireAnyOf } from './admin.js';
 import { checkInRoutes } from './check-in.js';
 import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
-import { defaultBookingLimits, defaultDatabaseTimeouts, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
+import { defaultBookingLimits, defaultDatabaseTimeouts, defaultIntervals, defaultRateLimit, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
 import { httpLogger } from './logging.js';
 import { projectRoot } from './paths.js';
 import { createMetrics } from './metrics.js';
 import { docsRoutes, operationRoutes } from './operations.js';
-import { notFound, problemHandler } from './problem.js';
+import { notFound, problemHandler } from './problem-handler.js';
 import { postgresLimiter } from './rate-limits.js';
+import { CONSISTENCY_TOKEN, ReadRouting, type ReplicaMonitor } from './replica.js';
 import type { SeatEventHub } from './seat-events.js';
 import { SeatMaps } from './seat-maps.js';
+import { seatMapPageRoutes } from './seat-map-page.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
 import { TicketKeys } from './ticket-codes.js';
@@ -33,6 +37,8 @@ export interface AppDeps {
   readPool?: pg.Pool;
   /** Seat map reads shared by concurrent requests; one is made on `readPool` when not given. */
   seatMaps?: SeatMaps;
+  /** A streaming replica (started by the caller) that may serve seat maps, show listings and event history. */
+  replica?: ReplicaMonitor;
   /** statement_timeout for creating a show. */
   adminStatementTimeoutMs?: number;
   logger: Logger;
@@ -71,17 +77,25 @@ export interface AppDeps {
 
 export const apiSpecPath = `${projectRoot}openapi.yaml`;
 
+let parsedContract: unknown;
+/** openapi.yaml, parsed once. */
+function contract(): unknown {
+  parsedContract ??= parse(readFileSync(apiSpecPath, 'utf8'));
+  return parsedContract;
+}
+
 export function makeApp({
   pool,
   readPool = pool,
   seatMaps = new SeatMaps(readPool),
+  replica,
   adminStatementTimeoutMs = defaultDatabaseTimeouts.adminStatementTimeoutMs,
   logger,
   validateResponses,
   bodyLimit = 256 * 1024,
   bookingLimits = defaultBookingLimits,
   events,
-  heartbeatMs = 15_000,
+  heartbeatMs = defaultIntervals.heartbeatMs,
   streams = {},
   adminToken,
   metricsToken,
@@ -89,7 +103,8 @@ export function makeApp({
   doorToken = randomBytes(32).toString('base64url'),
   ticketKeys = new TicketKeys(TicketKeys.generatePem()),
   corsOrigins = [],
-  rateLimit: limits = { max: 0, windowMs: 60_000 },
+  // Off unless given: tests and tools build apps that must not be limited.
+  rateLimit: limits = { max: 0, windowMs: defaultRateLimit.windowMs },
   trustProxy = 0,
   clientAddressHeader,
 }: AppDeps): express.Express {
@@ -98,8 +113,9 @@ export function makeApp({
   // ETags are the seat map's own; hashing every other body would be wasted work.
   app.set('etag', false);
   app.set('trust proxy', trustProxy);
-  const metrics = createMetrics(pool, events);
-  const admin = requireAdmin(adminToken);
+  const metrics = createMetrics(pool, events, replica);
+  const reads = new ReadRouting(readPool, replica, metrics.replicaReads);
+  const replicaSeatMaps = replica ? new SeatMaps(replica.pool) : undefined;
   app.use(httpLogger(logger));
   app.use(metrics.middleware);
   // Event streams are never compressed: the compressor would hold events
@@ -113,30 +129,35 @@ export function makeApp({
   // compressed next to nothing.
   app.use((req, res, next) => (req.path.startsWith('/api/bookings') ? next() : compress(req, res, next)));
   app.use(docsRoutes(apiSpecPath));
+  app.use(seatMapPageRoutes());
   app.use(helmet());
   if (corsOrigins.length) {
     app.use(
       cors({
         origin: corsOrigins,
-        exposedHeaders: ['ETag', 'Location', 'Retry-After', 'X-Request-Id', 'Idempotent-Replayed'],
+        exposedHeaders: ['ETag', 'Location', 'Retry-After', 'X-Request-Id', 'Idempotent-Replayed', CONSISTENCY_TOKEN],
         maxAge: 600,
       }),
     );
   }
   // Cheap refusals first: credentials and rate limits before body parsing.
-  app.post('/api/shows', admin);
-  app.get('/metrics', requireAdmin(metricsToken, 'metrics'));
-  app.get('/api/shows/:showId/bookings', admin);
-  // Only door staff scan (the admin token cannot); both read the counts.
-  app.post(['/api/shows/:showId/check-ins', '/api/shows/:showId/check-ins/batch'], requireAdmin(doorToken, 'door'));
-  app.get('/api/shows/:showId/check-ins', requireAnyOf([doorToken, adminToken], 'door'));
-  // A booking's own routes need its secret (or the admin token): a request
+  // Which routes need which credential is the contract's `security`. A
+  // booking's own routes need its secret (or the admin token): a request
   // without any credential is refused before its body is read.
   const bookingAccess = bookingCredential(adminToken);
-  app.all(['/api/bookings/:bookingId', '/api/bookings/:bookingId/:action', '/api/bookings/:bookingId/tickets/:seatId/qr'], (req, _res, next) => {
-    bookingAccess(req);
-    next();
+  const guards = express.Router();
+  guardRoutes(guards, contract(), {
+    adminToken: requireAdmin(adminToken),
+    metricsToken: requireAdmin(metricsToken, 'metrics'),
+    // Only door staff scan (the admin token cannot); both read the counts.
+    doorToken: requireAdmin(doorToken, 'door'),
+    'adminToken or doorToken': requireAnyOf([doorToken, adminToken], 'door'),
+    'adminToken or bookingSecret': (req, _res, next) => {
+      bookingAccess(req);
+      next();
+    },
   });
+  app.use(guards);
   const limiter = { windowMs: limits.windowMs, connection: pool.options, clientAddressHeader };
   if (limits.max > 0) {
     app.post('/api/bookings', postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' }));
@@ -152,18 +173,18 @@ export function makeApp({
       validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
       validateResponses: validateResponses ? { removeAdditional: false } : false,
       validateFormats: true,
-      // Credentials are checked by requireAdmin, before the body is read.
+      // Credentials are checked by the contract's guards above, before the body is read.
       validateSecurity: false,
     }),
   );
   app.use(operationRoutes(pool, metrics));
-  app.use(showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }));
+  app.use(showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateResponses, adminStatementTimeoutMs }));
   // Event history and the show check before a stream only read; the hub keeps its own pool.
   const streamOptions = { maxBufferBytes: defaultStreamLimits.maxBufferBytes, maxPerClient: 0, maxTotal: 0, ...streams, heartbeatMs };
   // Stream caps count the client the rate limits count.
   const streamClient = (req: Parameters<typeof clientKey>[0]) => clientKey(req, { header: clientAddressHeader });
-  app.use(showEventRoutes(readPool, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
-  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader));
+  app.use(showEventRoutes(readPool, reads, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
+  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads));
   app.use(ticketRoutes(pool, ticketKeys, adminToken));
   app.use(checkInRoutes(pool, ticketKeys));
   app.use(notFound);

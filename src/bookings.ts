@@ -9,8 +9,9 @@ import { clientAddress } from './client-address.js';
 import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
-import { ProblemError, type ProblemType } from './problem.js';
-import { showNotFound } from './shows.js';
+import { problemForFailure, ProblemError, showNotFound } from './problem.js';
+import { writePosition, type ReadRouting } from './replica.js';
+import { sendPosition } from './shows.js';
 
 type Booking = components['schemas']['Booking'];
 type NewBooking = components['schemas']['NewBooking'];
@@ -25,17 +26,12 @@ interface Outcome<B = Booking> {
   replayed: boolean;
 }
 
-const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7) as result');
+// The show is the first argument: the one a distributed database routes the call by (docs/scaling.md).
+const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7, $8) as result');
 const getBooking = statement('get_booking', 'select app.get_booking($1, $2) as result');
 const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3, $4) as result');
 const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3, $4) as result');
 const listShowBookings = statement('list_show_bookings', 'select app.list_show_bookings($1, $2, $3, $4, $5) as result');
-
-// A failed booking is answered as the problem its failure reason names.
-const failureProblems: Record<string, ProblemType> = {
-  'seats-unavailable': 'seat-unavailable',
-  'not-enough-seats': 'not-enough-seats',
-};
 
 function failureDetail(booking: Booking, request: NewBooking): string {
   if (booking.failureReason === 'not-enough-seats') {
@@ -66,12 +62,26 @@ export function bookingRoutes(
   outcomes: Counter<'outcome'>,
   adminToken: string,
   clientAddressHeader?: string,
+  /** With a read replica, an answered change hands out the position its reads must wait for. */
+  reads?: ReadRouting,
 ): Router {
   const router = Router();
   const credential = bookingCredential(adminToken);
+  // After the commit: a replica that has replayed this far shows the change (replica.ts).
+  // A change that committed is answered even when its position cannot be
+  // read then: that client's next read is only as fresh as the lag bound.
+  const handOutPosition = async (res: Response) => {
+    if (!reads?.enabled) return;
+    try {
+      sendPosition(res, reads, await writePosition(pool));
+    } catch (error) {
+      res.req.log.warn({ err: error }, 'no consistency token: the primary\'s position could not be read after the commit');
+    }
+  };
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
     const outcome = await act<CreatedBooking>(pool, createBooking, [
+      req.body.showId,
       req.body,
       req.get('Idempotency-Key') ?? null,
       limits.maxSeatsPerBooking,
@@ -86,13 +96,14 @@ export function bookingRoutes(
       // A failed booking holds nothing: its secret is never given out.
       const { secret: _secret, ...booking } = outcome.booking;
       throw new ProblemError(
-        failureProblems[booking.failureReason ?? ''] ?? 'seat-unavailable',
+        problemForFailure(booking.failureReason),
         failureDetail(booking, req.body),
         { ...(booking.unavailableSeats?.length ? { unavailableSeats: booking.unavailableSeats } : {}), booking },
         replayHeaders(outcome),
       );
     }
     res.location(`/api/bookings/${outcome.booking.id}`);
+    await handOutPosition(res);
     sendOutcome(res, 201, outcome);
   });
 
@@ -106,15 +117,17 @@ export function bookingRoutes(
 
   router.post('/api/bookings/:bookingId/confirm', async (req: Request<BookingPath, unknown, ConfirmBooking | undefined>, res) => {
     const outcome = await act(pool, confirmBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null, credential(req)]);
+    await handOutPosition(res);
     sendOutcome(res, 200, outcome);
   });
 
   router.post('/api/bookings/:bookingId/cancel', async (req: Request<BookingPath, unknown, CancelBooking | undefined>, res) => {
     const outcome = await act(pool, cancelBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null, credential(req)]);
+    await handOutPosition(res);
     sendOutcome(res, 200, outcome);
   });
 
-  // Admin: requireAdmin guards this path before the body is read (app.ts).
+  // Admin: the contract's security guards this path before the body is read (app.ts).
   router.get('/api/shows/:showId/bookings', async (req: Request<ShowBookingsPath, unknown, unknown, ShowBookingsQuery>, res) => {
     const { status, limit = 50, cursor } = req.query;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);

@@ -7,8 +7,7 @@ import { Router, type Request } from 'express';
 import type pg from 'pg';
 import { callJson, statement } from './db.js';
 import type { components, operations } from './generated/api.js';
-import { ProblemError, type ProblemType } from './problem.js';
-import { showNotFound } from './shows.js';
+import { ProblemError, showNotFound, type ProblemType } from './problem.js';
 import type { CodeCheck, TicketKeys } from './ticket-codes.js';
 
 type Scan = components['schemas']['Scan'];

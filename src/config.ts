@@ -4,13 +4,15 @@ import { createPrivateKey, type KeyObject } from 'node:crypto';
 
 export type NodeEnv = 'development' | 'production' | 'test';
 
-export interface Config {
+export interface Config extends Intervals {
   /** Absent: run an embedded PostgreSQL (not allowed in production). */
   databaseUrl: string | undefined;
   /** A direct (not pooled) connection for what needs a session of its own: LISTEN and migrations' advisory locks; absent: DATABASE_URL. */
   databaseDirectUrl: string | undefined;
   /** DATABASE_URL is a transaction-mode pooler (PgBouncer before 1.21): unnamed statements, no startup options. */
   databasePooler: 'none' | 'transaction';
+  /** A streaming replica for reads that may be a moment behind (seat maps, show listings, event history); absent: all on the primary. */
+  databaseReplica: ReplicaConfig | undefined;
   port: number;
   host: string;
   nodeEnv: NodeEnv;
@@ -21,12 +23,6 @@ export interface Config {
   /** Where the embedded PostgreSQL keeps its data. */
   embeddedDataDir: string | undefined;
   bookingLimits: BookingLimits;
-  /** How often lapsed holds are recorded as expired and old idempotency keys purged. */
-  sweepIntervalMs: number;
-  /** How often committed seat events are given their positions and published. */
-  sequenceIntervalMs: number;
-  /** How often an idle event stream gets a keep-alive comment. */
-  heartbeatMs: number;
   streams: StreamLimits;
   /** Bearer token for admin operations; absent in development means "generate one". */
   adminToken: string | undefined;
@@ -50,6 +46,16 @@ export interface Config {
   /** Apply the committed migrations at start (off where a deploy step runs them). */
   migrateOnStart: boolean;
 }
+
+export interface ReplicaConfig {
+  url: string;
+  /** Replay lag past which the replica is skipped and every read goes to the primary. */
+  maxLagMs: number;
+  /** How often the replica's replay position and lag are read. */
+  pollMs: number;
+}
+
+export const defaultReplica = { maxLagMs: 1_000, pollMs: 100 };
 
 export interface DatabaseTimeouts {
   statementTimeoutMs: number;
@@ -107,6 +113,25 @@ export const defaultBookingLimits: BookingLimits = {
   holds: { seatsPerClient: 40, seatsPerEmail: 10, holdsPerClient: 10 },
 };
 
+/** How often the background work runs, and how often an idle event stream hears from us. */
+export interface Intervals {
+  /** How often lapsed holds are recorded as expired and old idempotency keys purged. */
+  sweepIntervalMs: number;
+  /** How often committed seat events are given their positions and published. */
+  sequenceIntervalMs: number;
+  /** How often an idle event stream gets a keep-alive comment. */
+  heartbeatMs: number;
+}
+
+export const defaultIntervals: Intervals = {
+  sweepIntervalMs: 1000,
+  sequenceIntervalMs: 100,
+  heartbeatMs: 15_000,
+};
+
+/** Booking creations and reads of shows per client per window. */
+export const defaultRateLimit = { max: 120, windowMs: 60_000, reads: 600 };
+
 export class ConfigError extends Error {
   constructor(variable: string, problem: string) {
     super(`${variable} ${problem}`);
@@ -151,6 +176,7 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl,
     databaseDirectUrl: readPostgresUrl(env, 'DATABASE_DIRECT_URL'),
     databasePooler: oneOf(env, 'DATABASE_POOLER', ['none', 'transaction'] as const, 'none'),
+    databaseReplica: readReplica(env),
     port: integer(env, 'PORT', 3000, 0, 65535),
     host: env.HOST || '0.0.0.0',
     nodeEnv,
@@ -161,9 +187,9 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseReadPoolSize: integer(env, 'DATABASE_READ_POOL_SIZE', 5, 1, 500),
     embeddedDataDir: env.EMBEDDED_PG_DATA_DIR || undefined,
     bookingLimits: readBookingLimits(env),
-    sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', 1000, 100, 600_000),
-    sequenceIntervalMs: integer(env, 'EVENTS_INTERVAL_MS', 100, 10, 10_000),
-    heartbeatMs: integer(env, 'SSE_HEARTBEAT_MS', 15_000, 1_000, 300_000),
+    sweepIntervalMs: integer(env, 'SWEEP_INTERVAL_MS', defaultIntervals.sweepIntervalMs, 100, 600_000),
+    sequenceIntervalMs: integer(env, 'EVENTS_INTERVAL_MS', defaultIntervals.sequenceIntervalMs, 10, 10_000),
+    heartbeatMs: integer(env, 'SSE_HEARTBEAT_MS', defaultIntervals.heartbeatMs, 1_000, 300_000),
     streams: {
       // Below a socket's own high-water mark, a client that reads would be dropped whenever a write waits.
       maxBufferBytes: integer(env, 'SSE_MAX_BUFFER_BYTES', defaultStreamLimits.maxBufferBytes, 16_384, 64 * 1024 * 1024),
@@ -177,11 +203,11 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     ticketPreviousKeys: readPreviousKeys(env),
     corsOrigins: readOrigins(env),
     rateLimit: {
-      max: integer(env, 'RATE_LIMIT_BOOKINGS', 120, 0, 1_000_000),
-      windowMs: integer(env, 'RATE_LIMIT_WINDOW_MS', 60_000, 1_000, 3_600_000),
+      max: integer(env, 'RATE_LIMIT_BOOKINGS', defaultRateLimit.max, 0, 1_000_000),
+      windowMs: integer(env, 'RATE_LIMIT_WINDOW_MS', defaultRateLimit.windowMs, 1_000, 3_600_000),
       // A booking page that polls its seat map every 2 s uses 30 a minute;
       // the rest is room for clients that share one address.
-      reads: integer(env, 'RATE_LIMIT_READS', 600, 0, 1_000_000),
+      reads: integer(env, 'RATE_LIMIT_READS', defaultRateLimit.reads, 0, 1_000_000),
     },
     trustProxy: integer(env, 'TRUST_PROXY', 0, 0, 10),
     clientAddressHeader: readHeaderName(env, 'CLIENT_ADDRESS_HEADER'),
@@ -207,6 +233,16 @@ function readPostgresUrl(env: NodeJS.ProcessEnv, name: string): string | undefin
   }
   if (protocol !== 'postgres:' && protocol !== 'postgresql:') throw new ConfigError(name, `must be a postgres:// URL, got ${protocol}//…`);
   return url;
+}
+
+function readReplica(env: NodeJS.ProcessEnv): ReplicaConfig | undefined {
+  const url = readPostgresUrl(env, 'DATABASE_REPLICA_URL');
+  if (url === undefined) return undefined;
+  return {
+    url,
+    maxLagMs: integer(env, 'DATABASE_REPLICA_MAX_LAG_MS', defaultReplica.maxLagMs, 0, 3_600_000),
+    pollMs: integer(env, 'DATABASE_REPLICA_POLL_MS', defaultReplica.pollMs, 10, 60_000),
+  };
 }
 
 function readToken(env: NodeJS.ProcessEnv, name: string, nodeEnv: NodeEnv): string | undefined {

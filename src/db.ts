@@ -79,6 +79,13 @@ export async function callJson<T>(pool: pg.Pool, query: Statement, values: unkno
   return result.rows[0]?.result ?? null;
 }
 
+/** callJson for a statement that also answers `position`, the WAL position it read at (replica.ts). */
+export async function callJsonAt<T>(pool: pg.Pool, query: Statement, values: unknown[]): Promise<{ result: T | null; position: string | null }> {
+  const result = await pool.query<{ result: T | null; position: string | null }>(queryOf(pool, query, values));
+  const row = result.rows[0];
+  return { result: row?.result ?? null, position: row?.position ?? null };
+}
+
 /**
  * callJson in a transaction of its own with a longer statement_timeout, for
  * the rare admin statement that may take seconds (creating the largest

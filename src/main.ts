@@ -11,6 +11,7 @@ import { loggerOptions, prettyTransport } from './logging.js';
 import type { EmbeddedDatabase } from './embedded-postgres.js';
 import { projectRoot } from './paths.js';
 import { prepareRateLimitStore } from './rate-limits.js';
+import { ReplicaMonitor } from './replica.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
 import { keptSigningKey, TicketKeys } from './ticket-codes.js';
@@ -79,6 +80,25 @@ const readPool = createPool({
   timeouts: config.database,
   transactionPooler,
 });
+// Reads that may be a moment behind can come from a streaming replica, its
+// pool as large as the primary's read pool.
+const replicaConfig = config.databaseReplica;
+const replica = replicaConfig
+  ? new ReplicaMonitor(
+      readPool,
+      createPool({
+        connectionString: replicaConfig.url,
+        max: config.databaseReadPoolSize,
+        applicationName: 'ticket-booking-replica-reads',
+        timeouts: config.database,
+        transactionPooler,
+      }),
+      replicaConfig,
+      logger,
+    )
+  : undefined;
+await replica?.start();
+
 /**
  * Without TICKET_SIGNING_KEY (never in production): in development, a key
  * kept beside the embedded database's data, so tickets given out stay valid
@@ -106,6 +126,7 @@ await events.start();
 const app = makeApp({
   pool,
   readPool,
+  replica,
   adminStatementTimeoutMs: config.database.adminStatementTimeoutMs,
   logger,
   validateResponses: config.nodeEnv !== 'production',
@@ -150,7 +171,8 @@ async function shutdown(signal: string): Promise<void> {
   await events.stop();
   await closed;
   await sweeper.stop();
-  await Promise.all([pool.end(), readPool.end()]);
+  await replica?.stop();
+  await Promise.all([pool.end(), readPool.end(), replica?.pool.end()]);
   await embedded?.stop();
   logger.info('stopped');
   process.exit(0);

@@ -1,8 +1,10 @@
 // Prometheus metrics: request latency per route, booking outcomes, the
-// database pool, event stream subscribers and the streams dropped as too slow.
+// database pool, event stream subscribers, the streams dropped as too slow,
+// and the read replica's lag and what it served.
 import type { RequestHandler } from 'express';
 import type pg from 'pg';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ReplicaMonitor } from './replica.js';
 import type { SeatEventHub } from './seat-events.js';
 
 export interface Metrics {
@@ -10,6 +12,8 @@ export interface Metrics {
   bookings: Counter<'outcome'>;
   /** Event streams ended because their client did not take what it was sent. */
   streamsDropped: Counter;
+  /** Reads that may come from the replica, by where they were served and why. */
+  replicaReads: Counter<'served_by' | 'reason'>;
   /** Records each request's latency under its contract route. */
   middleware: RequestHandler;
 }
@@ -21,7 +25,7 @@ function contractRoute(req: object): string | undefined {
   return typeof route === 'string' ? route : undefined;
 }
 
-export function createMetrics(pool: pg.Pool, events: SeatEventHub): Metrics {
+export function createMetrics(pool: pg.Pool, events: SeatEventHub, replica?: ReplicaMonitor): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const latency = new Histogram({
@@ -61,6 +65,39 @@ export function createMetrics(pool: pg.Pool, events: SeatEventHub): Metrics {
     help: 'Event streams ended because their client left more unsent than the bound',
     registers: [registry],
   });
+  const replicaReads = new Counter({
+    name: 'db_replica_reads_total',
+    help: 'Reads the replica may serve (seat maps, show listings, event history), by where they were served (replica, primary) and why',
+    labelNames: ['served_by', 'reason'],
+    registers: [registry],
+  });
+  if (replica) {
+    // A lagging replica is skipped, never a reason for the service to be unready.
+    new Gauge({
+      name: 'db_replica_lag_seconds',
+      help: 'How long ago the primary had written WAL the read replica has not replayed yet (0: it has replayed all)',
+      registers: [registry],
+      collect() {
+        if (replica.lagSeconds !== undefined) this.set(replica.lagSeconds);
+      },
+    });
+    new Gauge({
+      name: 'db_replica_lag_bytes',
+      help: 'WAL bytes the primary had written that the read replica had not replayed, at the last poll',
+      registers: [registry],
+      collect() {
+        if (replica.lagBytes !== undefined) this.set(replica.lagBytes);
+      },
+    });
+    new Gauge({
+      name: 'db_replica_up',
+      help: '1 while the read replica answers and is a standby, else 0 (reads then go to the primary)',
+      registers: [registry],
+      collect() {
+        this.set(replica.reachable ? 1 : 0);
+      },
+    });
+  }
   const middleware: RequestHandler = (req, res, next) => {
     const end = latency.startTimer();
     res.on('finish', () => {
@@ -70,5 +107,5 @@ export function createMetrics(pool: pg.Pool, events: SeatEventHub): Metrics {
     });
     next();
   };
-  return { registry, bookings, streamsDropped, middleware };
+  return { registry, bookings, streamsDropped, replicaReads, middleware };
 }

@@ -7,8 +7,6 @@ import { migrate, Logger } from 'graphile-migrate';
 import { projectRoot } from './paths.js';
 import { prepareRateLimitStore } from './rate-limits.js';
 
-export { projectRoot };
-
 export async function runMigrations(connectionString: string, log: (message: string) => void): Promise<void> {
   const gmrc: Record<string, unknown> = JSON5.parse(await readFile(`${projectRoot}.gmrc`, 'utf8'));
   const logger = new Logger(() => (_level, message) => log(message));

@@ -1,48 +1,79 @@
-// Every error the service answers is an RFC 9457 problem, made here from
-// whatever was thrown: a ProblemError, a contract violation, a body-parser
-// error, a database error, or a bug.
-import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { error as validatorErrors } from 'express-openapi-validator';
-import { problemForSqlstate } from './db-errors.js';
+// The service's error vocabulary, in one place: every problem type with its
+// HTTP status and title, the SQLSTATEs the database raises for it, and the
+// failure reasons of a failed booking. problem-handler.ts answers with it;
+// this module imports nothing of the service.
+
+/** What one problem type is: its status, its title, and where it comes from. */
+interface ProblemKind {
+  status: number;
+  title: string;
+  /** The SQLSTATEs answered as this problem (custom codes: db/CONVENTIONS.md). */
+  sqlstates?: readonly string[];
+  /** The `failureReason` of a failed booking answered as this problem. */
+  failureReason?: string;
+}
 
 /** The problem types the API answers with; `type` is `/problems/{name}`. */
 export const problemTypes = {
-  'validation-failed': { status: 400, title: 'The request is not valid' },
+  'validation-failed': {
+    status: 400,
+    title: 'The request is not valid',
+    // BKREQ: a request the database refuses. SEATD: a seat named twice, which
+    // the contract's uniqueItems refuses first over HTTP, so no problem type
+    // of its own. 22P02 and 23514: a value or a column check the contract
+    // did not already catch (the rest of class 22 is below).
+    sqlstates: ['BKREQ', 'SEATD', '22P02', '23514'],
+  },
   'malformed-json': { status: 400, title: 'The request body is not valid JSON' },
-  'duplicate-seat': { status: 400, title: 'A seat is named more than once' },
-  'too-many-seats': { status: 400, title: 'Too many seats for one booking' },
+  'too-many-seats': { status: 400, title: 'Too many seats for one booking', sqlstates: ['SEATN'] },
   'invalid-cursor': { status: 400, title: 'The cursor is not valid' },
-  'invalid-stops': { status: 400, title: 'The stops are not valid for this trip' },
+  'invalid-stops': { status: 400, title: 'The stops are not valid for this trip', sqlstates: ['STOPX'] },
   unauthorized: { status: 401, title: 'This operation needs a credential' },
   forbidden: { status: 403, title: 'The credential is not valid' },
   'not-found': { status: 404, title: 'There is no such resource' },
-  'show-not-found': { status: 404, title: 'There is no such show' },
-  'booking-not-found': { status: 404, title: 'There is no such booking' },
+  'show-not-found': { status: 404, title: 'There is no such show', sqlstates: ['SHWNF'] },
+  'booking-not-found': { status: 404, title: 'There is no such booking', sqlstates: ['BKGNF'] },
   'ticket-not-found': { status: 404, title: 'There is no such ticket' },
   'method-not-allowed': { status: 405, title: 'The method is not allowed here' },
   'not-acceptable': { status: 406, title: 'No acceptable representation' },
-  'seat-unavailable': { status: 409, title: 'A seat is not available' },
-  'not-enough-seats': { status: 409, title: 'Not enough seats are available together' },
-  'invalid-transition': { status: 409, title: "The booking's status does not allow this" },
-  'sales-closed': { status: 409, title: 'The show is not on sale now' },
-  'hold-limit-reached': { status: 409, title: 'Holding more seats would pass a limit' },
+  'seat-unavailable': {
+    status: 409,
+    title: 'A seat is not available',
+    // 23P01, the backstop constraint: only reached if a function let a double booking through.
+    sqlstates: ['23P01'],
+    failureReason: 'seats-unavailable',
+  },
+  'not-enough-seats': { status: 409, title: 'Not enough seats are available together', failureReason: 'not-enough-seats' },
+  'invalid-transition': { status: 409, title: "The booking's status does not allow this", sqlstates: ['BKSTA'] },
+  'sales-closed': { status: 409, title: 'The show is not on sale now', sqlstates: ['SALES'] },
+  'hold-limit-reached': { status: 409, title: 'Holding more seats would pass a limit', sqlstates: ['HOLDL'] },
   'ticket-already-admitted': { status: 409, title: 'The ticket was already admitted' },
   'ticket-void': { status: 409, title: 'The ticket is void' },
   'payload-too-large': { status: 413, title: 'The request body is too large' },
   'unsupported-media-type': { status: 415, title: 'The request body must be application/json' },
-  'unknown-seat': { status: 422, title: 'A seat does not exist in this show' },
-  'invalid-layout': { status: 422, title: 'The seat layout is not consistent' },
-  'idempotency-key-reused': { status: 422, title: 'The Idempotency-Key belongs to another request' },
+  'unknown-seat': { status: 422, title: 'A seat does not exist in this show', sqlstates: ['SEATX'] },
+  'invalid-layout': { status: 422, title: 'The seat layout is not consistent', sqlstates: ['LAYOT'] },
+  'idempotency-key-reused': { status: 422, title: 'The Idempotency-Key belongs to another request', sqlstates: ['IDKEY'] },
   'ticket-invalid': { status: 422, title: 'The code is not a valid ticket code' },
   'ticket-other-show': { status: 422, title: 'The ticket is for another show' },
   'scan-nonce-reused': { status: 422, title: 'The nonce belongs to another scan' },
   'rate-limited': { status: 429, title: 'Too many requests' },
   'too-many-streams': { status: 429, title: 'Too many event streams from this client' },
   'internal-error': { status: 500, title: 'Something went wrong on our side' },
-  'service-unavailable': { status: 503, title: 'The service is temporarily unavailable' },
-} as const satisfies Record<string, { status: number; title: string }>;
+  'service-unavailable': {
+    status: 503,
+    title: 'The service is temporarily unavailable',
+    // 57014: statement_timeout or a cancel (see notRetryable). Transient:
+    // shutdowns, too many connections, lost races, and 55P03, a lock held
+    // too long by another transaction (lock_timeout).
+    sqlstates: ['57014', '57P01', '57P02', '57P03', '53300', '40001', '40P01', '55P03'],
+  },
+} as const satisfies Record<string, ProblemKind>;
 
 export type ProblemType = keyof typeof problemTypes;
+
+const kinds: Record<ProblemType, ProblemKind> = problemTypes;
+const entries = Object.entries(kinds) as Array<[ProblemType, ProblemKind]>;
 
 export class ProblemError extends Error {
   readonly status: number;
@@ -58,123 +89,58 @@ export class ProblemError extends Error {
   }
 }
 
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null;
+export function showNotFound(id: string): ProblemError {
+  return new ProblemError('show-not-found', `There is no show ${id}`, { showId: id });
 }
 
-const RETRY_AFTER = { 'Retry-After': '1' };
+const byFailureReason = new Map(entries.flatMap(([type, kind]) => (kind.failureReason ? [[kind.failureReason, type] as const] : [])));
 
-// Errors of the network or pool, before PostgreSQL could answer.
-const CONNECTION_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
-const CONNECTION_ERROR_MESSAGES = [
-  'Connection terminated',
-  'timeout exceeded when trying to connect',
-  'Client has encountered a connection error',
-  'Cannot use a pool after calling end',
-];
-
-function fromValidator(error: ValidatorError): ProblemError {
-  const errors = error.errors.map((item) => ({
-    name: item.path.replace(/^\//, '').replaceAll('/', '.'),
-    reason: item.message,
-  }));
-  const detail = errors.map((e) => `${e.name}: ${e.reason}`).join('; ') || error.message;
-  switch (error.status) {
-    case 400:
-      return new ProblemError('validation-failed', detail, { errors });
-    case 404:
-      return new ProblemError('not-found', 'There is nothing at this path');
-    case 405:
-      return new ProblemError('method-not-allowed', error.message, {}, error.headers?.Allow ? { Allow: error.headers.Allow } : {});
-    case 406:
-      return new ProblemError('not-acceptable', error.message);
-    case 413:
-      return new ProblemError('payload-too-large', error.message);
-    case 415:
-      return new ProblemError('unsupported-media-type', error.message);
-    default:
-      // A response that breaks the contract is our bug, not the client's.
-      return new ProblemError('internal-error', 'The service produced an invalid response');
-  }
+/** The problem a failed booking is answered as, named by its failure reason. */
+export function problemForFailure(reason: string | undefined): ProblemType {
+  return byFailureReason.get(reason ?? '') ?? 'seat-unavailable';
 }
 
-// body-parser marks its errors with a `type`.
-function fromBodyParser(error: Record<string, unknown>, bodyLimit: number): ProblemError | undefined {
-  switch (error.type) {
-    case 'entity.parse.failed':
-      return new ProblemError('malformed-json', typeof error.message === 'string' ? error.message : 'Invalid JSON');
-    case 'entity.too.large':
-      return new ProblemError('payload-too-large', `The body may be at most ${bodyLimit} bytes`);
-    case 'encoding.unsupported':
-    case 'charset.unsupported':
-      return new ProblemError('unsupported-media-type', typeof error.message === 'string' ? error.message : 'Unsupported encoding');
-    case 'request.aborted':
-    case 'request.size.invalid':
-    case 'stream.encoding.set':
-      return new ProblemError('validation-failed', 'The request body was incomplete');
-    default:
-      return undefined;
-  }
-}
+const bySqlstate = new Map(entries.flatMap(([type, kind]) => (kind.sqlstates ?? []).map((code) => [code, type] as const)));
 
-type ValidatorError = InstanceType<(typeof validatorErrors)[keyof typeof validatorErrors]>;
-const validatorErrorClasses = Object.values(validatorErrors);
-
-function isValidatorError(error: unknown): error is ValidatorError {
-  return validatorErrorClasses.some((kind) => error instanceof kind);
-}
-
-export function toProblem(error: unknown, bodyLimit: number): ProblemError {
-  if (error instanceof ProblemError) return error;
-  if (isValidatorError(error)) return fromValidator(error);
-  if (!isRecord(error)) return new ProblemError('internal-error', 'An unexpected error occurred');
-  const fromBody = fromBodyParser(error, bodyLimit);
-  if (fromBody) return fromBody;
-  if (typeof error.code === 'string') {
-    const mapped = problemForSqlstate(error.code, error);
-    if (mapped) return mapped;
-    if (CONNECTION_ERROR_CODES.has(error.code)) {
-      return new ProblemError('service-unavailable', 'The database is not answering; retry shortly', {}, RETRY_AFTER);
-    }
-  }
-  const message = typeof error.message === 'string' ? error.message : '';
-  if (CONNECTION_ERROR_MESSAGES.some((m) => message.includes(m))) {
-    return new ProblemError('service-unavailable', 'The database is not answering; retry shortly', {}, RETRY_AFTER);
-  }
-  return new ProblemError('internal-error', 'An unexpected error occurred');
-}
-
-/** The one place that turns errors into responses. */
-export function problemHandler(bodyLimit: number): ErrorRequestHandler {
-  return (error, req, res, next) => {
-    if (res.headersSent) {
-      next(error);
-      return;
-    }
-    const problem = toProblem(error, bodyLimit);
-    // Never the members or the request: they can carry a customer. A 4xx
-    // detail can quote what the client sent (a JSON parse error quotes the
-    // body), so only a 5xx, whose detail is ours, logs it and the error.
-    const logged = { problem: problem.problemType, status: problem.status };
-    if (problem.status >= 500) req.log.error({ ...logged, detail: problem.message, err: error }, 'request failed');
-    else req.log.debug(logged, 'request rejected');
-    res
-      .status(problem.status)
-      .set(problem.headers)
-      .type('application/problem+json')
-      .json({
-        ...problem.members,
-        type: `/problems/${problem.problemType}`,
-        title: problemTypes[problem.problemType].title,
-        status: problem.status,
-        detail: problem.message,
-        instance: req.originalUrl.split('?')[0],
-        requestId: String(req.id),
-      });
-  };
-}
-
-/** Any request no route answered. */
-export const notFound: RequestHandler = (req) => {
-  throw new ProblemError('not-found', `There is nothing at ${req.path}`);
+// Whole classes: 22 is a value the request carried that PostgreSQL cannot
+// store (such as a NUL byte in text, 22021); 08 is a lost connection to the database.
+const sqlstateClasses: Record<string, ProblemType> = {
+  '22': 'validation-failed',
+  '08': 'service-unavailable',
 };
+
+// A statement that ran out its statement_timeout did as much work as the
+// bound allows; the same request does the same work against the same bound,
+// so a retry a second later fails the same way. It is still a 503 (the
+// service could not do it in the time it allows itself) but without a
+// Retry-After that promises otherwise. Lock waits (55P03), lost races and
+// connection trouble are transient and keep their Retry-After.
+const notRetryable = new Set(['57014']);
+
+// A custom code's DETAIL is a JSON object of extension members.
+function members(detail: unknown): Record<string, unknown> {
+  if (typeof detail !== 'string' || !detail.startsWith('{')) return {};
+  try {
+    const parsed: unknown = JSON.parse(detail);
+    return typeof parsed === 'object' && parsed !== null ? { ...parsed } : {};
+  } catch {
+    return {};
+  }
+}
+
+/** The problem a database error with this SQLSTATE is answered as, if any. */
+export function problemForSqlstate(code: string, error: Record<string, unknown>): ProblemError | undefined {
+  const type = bySqlstate.get(code) ?? sqlstateClasses[code.slice(0, 2)];
+  if (!type) return undefined;
+  if (type === 'service-unavailable') {
+    if (notRetryable.has(code)) return new ProblemError(type, 'The database did not finish this request in the time allowed');
+    return new ProblemError(type, 'The database is busy or unavailable; retry shortly', {}, { 'Retry-After': '1' });
+  }
+  const custom = /^[A-Z]{5}$/.test(code);
+  const detail = custom && typeof error.message === 'string' ? error.message : problemDetail(type);
+  return new ProblemError(type, detail, custom ? members(error.detail) : {});
+}
+
+function problemDetail(type: ProblemType): string {
+  return type === 'seat-unavailable' ? 'A seat was booked by someone else at the same moment' : 'A value in the request is not valid';
+}

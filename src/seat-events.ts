@@ -6,6 +6,7 @@ import { Client } from 'pg';
 import type { Logger } from 'pino';
 import type { components } from './generated/api.js';
 import { callJson, statement } from './db.js';
+import { defaultIntervals } from './config.js';
 
 export type SeatEvent = components['schemas']['SeatEvent'];
 
@@ -63,7 +64,7 @@ export class SeatEventHub {
   constructor(
     private readonly pool: pg.Pool,
     private readonly logger: Logger,
-    private readonly options: SeatEventHubOptions = { sequenceIntervalMs: 100 },
+    private readonly options: SeatEventHubOptions = { sequenceIntervalMs: defaultIntervals.sequenceIntervalMs },
   ) {}
 
   async start(): Promise<void> {

@@ -8,10 +8,11 @@ import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
 import type { StreamLimits } from './config.js';
 import type { components, operations } from './generated/api.js';
-import { callJson, statement } from './db.js';
-import { ProblemError } from './problem.js';
+import { callJson, callJsonAt, statement } from './db.js';
+import { ProblemError, showNotFound } from './problem.js';
+import { readPosition, type ReadRouting } from './replica.js';
 import type { SeatEvent, SeatEventHub } from './seat-events.js';
-import { showNotFound } from './shows.js';
+import { neededPosition, sendPosition } from './shows.js';
 
 type SeatEventPage = components['schemas']['SeatEventPage'];
 type EventsPath = operations['getShowEvents']['parameters']['path'];
@@ -23,7 +24,7 @@ const history = statement(
   'show_event_history',
   `select json_build_object(
      'newest', (select coalesce(max(e.position), 0) from app.seat_events e where e.show_id = s.id),
-     'items', app.show_events(s.id, $2, $3, $4)) as result
+     'items', app.show_events(s.id, $2, $3, $4)) as result, ${readPosition} as position
    from app.shows s where s.id = $1`,
 );
 const newestPosition = statement(
@@ -94,7 +95,10 @@ export interface StreamReports {
 }
 
 export function showEventRoutes(
+  /** The primary's read pool: a stream's start, next to the hub that feeds it. */
   pool: pg.Pool,
+  /** History, on the primary's read pool or the replica. */
+  reads: ReadRouting,
   hub: SeatEventHub,
   options: StreamOptions,
   { dropped, logger }: StreamReports,
@@ -110,8 +114,16 @@ export function showEventRoutes(
     if (req.accepts(['application/json', 'text/event-stream']) !== 'text/event-stream') {
       const { after = 0, limit = 100 } = req.query;
       // The admin's history names each event's booking; the public one never does.
-      const found = await callJson<{ newest: number; items: SeatEvent[] }>(pool, history, [showId, after, limit, isAdmin(req)]);
+      const values = [showId, after, limit, isAdmin(req)];
+      const { result: found, position } = await reads.run(
+        neededPosition(req),
+        (on) => callJsonAt<{ newest: number; items: SeatEvent[] }>(on, history, values),
+        (answer) => answer.position,
+        // `after` is a position: the client has seen events up to it, which a lagging replica may lack.
+        (answer) => (!answer.result ? 'not-found' : after > answer.result.newest ? 'stale-answer' : false),
+      );
       if (!found) throw showNotFound(showId);
+      sendPosition(res, reads, position);
       if (after > found.newest) throw beyondNewest('query.after', found.newest);
       const { items } = found;
       const last = items.at(-1);

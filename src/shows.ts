@@ -2,10 +2,11 @@
 import { Router, type Request, type Response } from 'express';
 import type pg from 'pg';
 import type { components, operations } from './generated/api.js';
-import { callJson, callJsonWithTimeout, statement } from './db.js';
+import { callJsonAt, callJsonWithTimeout, statement } from './db.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
-import { ProblemError } from './problem.js';
-import type { SeatMapBody, SeatMaps } from './seat-maps.js';
+import { ProblemError, showNotFound } from './problem.js';
+import { CONSISTENCY_TOKEN, parseLsn, readPosition, writePosition, type ReadRouting } from './replica.js';
+import { olderThanSeen, type SeatMapBody, type SeatMaps } from './seat-maps.js';
 
 type Show = components['schemas']['Show'];
 type ShowDetail = components['schemas']['ShowDetail'];
@@ -14,13 +15,9 @@ type ListShowsQuery = NonNullable<operations['listShows']['parameters']['query']
 type ShowPath = operations['getShow']['parameters']['path'];
 type SeatsQuery = NonNullable<operations['getShowSeats']['parameters']['query']>;
 
-const listShows = statement('list_shows', 'select app.list_shows($1, $2, $3, $4, $5, $6) as result');
+const listShows = statement('list_shows', `select app.list_shows($1, $2, $3, $4, $5, $6) as result, ${readPosition} as position`);
 const createShow = statement('create_show', 'select app.create_show($1) as result');
-const getShow = statement('get_show', 'select app.show_detail_json($1) as result');
-
-export function showNotFound(id: string): ProblemError {
-  return new ProblemError('show-not-found', `There is no show ${id}`, { showId: id });
-}
+const getShow = statement('get_show', `select app.show_detail_json($1) as result, ${readPosition} as position`);
 
 /** The versions an If-None-Match header names ("*" matches none: the map always exists). */
 function ifNoneMatch(header: string | undefined): string | null {
@@ -61,31 +58,43 @@ async function sendSeatMap(res: Response, body: SeatMapBody, validate: boolean):
   }
 }
 
+/** The position a request names (Consistency-Token): what the client has already been given. */
+export function neededPosition(req: { get(name: string): string | undefined }): bigint | undefined {
+  return parseLsn(req.get(CONSISTENCY_TOKEN));
+}
+
+/** Hands the client the position of its answer, when reads may come from a replica. */
+export function sendPosition(res: Response, reads: ReadRouting, position: string | null | undefined): void {
+  if (reads.enabled && position) res.set(CONSISTENCY_TOKEN, position);
+}
+
 export interface ShowRoutesOptions {
   /** Bookings' pool: writes (creating a show). */
   pool: pg.Pool;
-  /** Reads that never write: listings, shows; seat maps come through `seatMaps`. */
-  readPool: pg.Pool;
+  /** Reads that never write (listings, shows, seat maps), on the primary's read pool or the replica. */
+  reads: ReadRouting;
+  /** Seat maps on the primary's read pool. */
   seatMaps: SeatMaps;
+  /** Seat maps on the replica, when there is one. */
+  replicaSeatMaps: SeatMaps | undefined;
   validateResponses: boolean;
   /** statement_timeout for creating a show, which may take seconds at the largest layouts. */
   adminStatementTimeoutMs: number;
 }
 
-export function showRoutes({ pool, readPool, seatMaps, validateResponses, adminStatementTimeoutMs }: ShowRoutesOptions): Router {
+export function showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateResponses, adminStatementTimeoutMs }: ShowRoutesOptions): Router {
   const router = Router();
 
   router.get('/api/shows', async (req: Request<object, unknown, unknown, ListShowsQuery>, res) => {
     const { limit = 20, cursor, kind, startsFrom, startsBefore } = req.query;
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
-    const page = await callJson<{ items: Show[]; next: { startsAt: string; id: string } | null }>(readPool, listShows, [
-      kind ?? null,
-      startsFrom ?? null,
-      startsBefore ?? null,
-      after?.at ?? null,
-      after?.id ?? null,
-      limit,
-    ]);
+    const values = [kind ?? null, startsFrom ?? null, startsBefore ?? null, after?.at ?? null, after?.id ?? null, limit];
+    const { result: page, position } = await reads.run(
+      neededPosition(req),
+      (on) => callJsonAt<{ items: Show[]; next: { startsAt: string; id: string } | null }>(on, listShows, values),
+      (answer) => answer.position,
+    );
+    sendPosition(res, reads, position);
     const items = page?.items ?? [];
     const next: PageKey | undefined = page?.next ? { at: page.next.startsAt, id: page.next.id } : undefined;
     res.json(next ? { items, nextCursor: encodeCursor(next) } : { items });
@@ -94,25 +103,42 @@ export function showRoutes({ pool, readPool, seatMaps, validateResponses, adminS
   router.post('/api/shows', async (req: Request<object, unknown, NewShow>, res) => {
     const show = await callJsonWithTimeout<ShowDetail>(pool, createShow, [req.body], adminStatementTimeoutMs);
     if (!show) throw new Error('create_show returned nothing');
+    // Its creator may read it at once, wherever reads are served.
+    if (reads.enabled) sendPosition(res, reads, await writePosition(pool));
     res.status(201).location(`/api/shows/${show.id}`).json(show);
   });
 
   router.get('/api/shows/:showId', async (req: Request<ShowPath>, res) => {
-    const show = await callJson<ShowDetail>(readPool, getShow, [req.params.showId]);
+    const { result: show, position } = await reads.run(
+      neededPosition(req),
+      (on) => callJsonAt<ShowDetail>(on, getShow, [req.params.showId]),
+      (answer) => answer.position,
+      // A show the replica has not replayed yet may well exist.
+      (answer) => (answer.result ? false : 'not-found'),
+    );
     if (!show) throw showNotFound(req.params.showId);
+    sendPosition(res, reads, position);
     res.json(show);
   });
 
   router.get('/api/shows/:showId/seats', async (req: Request<ShowPath, unknown, unknown, SeatsQuery>, res) => {
     const { status, from, to } = req.query;
-    const map = await seatMaps.read({
+    const request = {
       showId: req.params.showId,
       status: status ?? null,
       from: from ?? null,
       to: to ?? null,
       ifNoneMatch: ifNoneMatch(req.get('If-None-Match')),
-    });
+    };
+    const map = await reads.run(
+      neededPosition(req),
+      (_on, target) => (target === 'replica' && replicaSeatMaps ? replicaSeatMaps : seatMaps).read(request),
+      (answer) => answer?.position,
+      // If-None-Match is a position too: never a map older than the one the client has.
+      (answer) => (!answer ? 'not-found' : olderThanSeen(answer.etag, request.ifNoneMatch) ? 'stale-answer' : false),
+    );
     if (!map) throw showNotFound(req.params.showId);
+    sendPosition(res, reads, map.position);
     // Vary on a 304 too: it stands for whichever encoding the client holds.
     res.set({ ETag: `"${map.etag}"`, 'Cache-Control': 'no-cache' }).vary('Accept-Encoding');
     if (map.body === null) {

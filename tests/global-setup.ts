@@ -9,7 +9,7 @@ import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../src/embedded-postgres.js';
 import { runMigrations } from '../src/migrate.js';
-import { PGBOUNCER, pgBouncerInstalled, startPgBouncer } from './pgbouncer.js';
+import { PGBOUNCER, pgBouncerInstalled, startPgBouncer } from './harness/pgbouncer.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

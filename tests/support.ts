@@ -6,13 +6,12 @@ import type express from 'express';
 import type pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
-import { afterAll, beforeAll, inject } from 'vitest';
+import { afterAll, beforeAll, expect, inject } from 'vitest';
 import { makeApp } from '../src/app.js';
 import { defaultBookingLimits } from '../src/config.js';
 import { createPool } from '../src/db.js';
 import { SeatEventHub } from '../src/seat-events.js';
 
-export { doubleBookedSeats } from '../bench/invariants.js';
 import type { components } from '../src/generated/api.js';
 
 export type NewShow = components['schemas']['NewShow'];
@@ -177,4 +176,50 @@ export async function bookingCounts(pool: pg.Pool, showId: string): Promise<Reco
     [showId],
   );
   return Object.fromEntries(rows.map((row) => [row.status, row.n]));
+}
+
+/** What a booking's answer over HTTP carries: the booking (201) or a problem (409). */
+export interface BookingAnswer {
+  status: number;
+  body: { id?: string; seats?: Array<{ id: number }>; type?: string; detail?: string; booking?: { status?: string } };
+}
+
+/**
+ * The winners of concurrent bookings of one show, counted from the answers:
+ * every answer is a 201 or a 409 of `loser` that carries the failed booking
+ * (a hit on the backstop constraint carries none); no seat is in two 201s;
+ * and the show's live bookings and their seats in the database are exactly
+ * the 201s'. For bookings whose legs all overlap (every show's do).
+ */
+export async function winners(pool: pg.Pool, showId: string, answers: BookingAnswer[], loser = 'seat-unavailable'): Promise<BookingAnswer['body'][]> {
+  const expected = (answer: BookingAnswer) =>
+    answer.status === 201 || (answer.status === 409 && answer.body.type === `/problems/${loser}` && answer.body.booking?.status === 'failed');
+  expect(answers.filter((answer) => !expected(answer)).map(({ status, body }) => ({ status, type: body.type, detail: body.detail }))).toEqual([]);
+  const won = answers.filter((answer) => answer.status === 201).map((answer) => answer.body);
+  const seats = won.flatMap((booking) => (booking.seats ?? []).map((seat) => String(seat.id)));
+  expect(new Set(seats).size, 'no seat in two 201s').toBe(seats.length);
+  const { rows } = await pool.query<{ id: string; seats: string[] }>(
+    `select b.id, array(select bs.seat_id::text from app.booking_seats bs where bs.booking_id = b.id and bs.active) as seats
+     from app.bookings b where b.show_id = $1 and b.status in ('confirmed', 'pending')`,
+    [showId],
+  );
+  expect(rows.map((row) => row.id).sort(), "the database's live bookings are the 201s").toEqual(won.map((booking) => booking.id).sort());
+  expect(rows.flatMap((row) => row.seats).sort(), 'their seats are the 201s').toEqual([...seats].sort());
+  return won;
+}
+
+/**
+ * The same count for bookings made by calling the booking function: each
+ * answer confirmed or failed for `reason`, and the show's live bookings in
+ * the database exactly the confirmed answers, with no seat in two of them.
+ */
+export async function sqlWinners(pool: pg.Pool, showId: string, bookings: Booking[], reason = 'seats-unavailable'): Promise<Booking[]> {
+  // As the service would answer them; anything else is counted as a 500, which winners() refuses.
+  const answers = bookings.map((booking): BookingAnswer => {
+    if (booking.status === 'confirmed') return { status: 201, body: booking };
+    if (booking.status === 'failed' && booking.failureReason === reason) return { status: 409, body: { type: '/problems/seat-unavailable', booking } };
+    return { status: 500, body: { detail: `${booking.status} ${booking.failureReason ?? ''}` } };
+  });
+  await winners(pool, showId, answers);
+  return bookings.filter((booking) => booking.status === 'confirmed');
 }

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../src/embedded-postgres.js';
-import { projectRoot, runMigrations } from '../../src/migrate.js';
+import { runMigrations } from '../../src/migrate.js';
+import { projectRoot } from '../../src/paths.js';
 
 const REGRESS = '/usr/lib/postgresql/15/lib/pgxs/src/test/isolation/pg_isolation_regress';
 if (!existsSync(REGRESS)) {

@@ -812,16 +812,7 @@ export interface components {
             secret: string;
         };
         /** @description The booking's status does not allow this change (a Problem naming the booking's current status). */
-        TransitionProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            /** @description The HTTP status code (409) of the problem. */
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        TransitionProblem: components["schemas"]["Problem"] & {
             bookingStatus: components["schemas"]["BookingStatus"];
         };
         /** @description One page of bookings. */
@@ -851,15 +842,7 @@ export interface components {
             requestId?: string;
         };
         /** @description The request did not match the contract (a Problem with the list of errors). */
-        ValidationProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        ValidationProblem: components["schemas"]["Problem"] & {
             /** @description Each part of the request that is wrong. */
             errors?: {
                 /** @description Where the error is, such as `body.customer.email` or `query.limit`. */
@@ -872,15 +855,7 @@ export interface components {
             unknownStops?: string[];
         };
         /** @description The seats were not available; the booking failed (a Problem with the failed booking, and for named seats the unavailable ones). */
-        BookingFailedProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        BookingFailedProblem: components["schemas"]["Problem"] & {
             unavailableSeats?: components["schemas"]["SeatRef"][];
             booking: components["schemas"]["Booking"];
         };
@@ -888,15 +863,7 @@ export interface components {
          * @description The show is not on sale now (`sales-closed`, with its window), or a hold
          *     would pass what one client or one email may hold (`hold-limit-reached`).
          */
-        OnSaleProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        OnSaleProblem: components["schemas"]["Problem"] & {
             /** Format: date-time */
             salesStartAt?: string;
             /** Format: date-time */
@@ -911,15 +878,7 @@ export interface components {
             held?: number;
         };
         /** @description A well-formed request that cannot be carried out (a Problem; `unknownSeats` names seats that are not in the show). */
-        UnprocessableProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        UnprocessableProblem: components["schemas"]["Problem"] & {
             unknownSeats?: (string | number)[];
         };
         /** @description An Ed25519 public key as a JSON Web Key (RFC 8037). */
@@ -1056,15 +1015,7 @@ export interface components {
             refused: number;
         };
         /** @description A ticket refused at the door (a Problem with the scan's `outcome`, and the first `admission` of an admitted ticket). */
-        ScanProblem: {
-            /** Format: uri-reference */
-            type: string;
-            title: string;
-            status: number;
-            detail?: string;
-            /** Format: uri-reference */
-            instance?: string;
-            requestId?: string;
+        ScanProblem: components["schemas"]["Problem"] & {
             outcome: components["schemas"]["ScanOutcome"];
             nonce?: string;
             replayed?: boolean;
@@ -1293,6 +1244,17 @@ export interface components {
          */
         StartsBefore: string;
         /**
+         * @description The latest `Consistency-Token` this client was given. Seat maps, show
+         *     listings, shows and event history may be served by a read replica a
+         *     moment behind the primary; with this header the answer is at least as
+         *     new as that position (it comes from the primary while the replica has
+         *     not replayed that far), so a client never misses its own booking nor
+         *     gets an older answer than one it already had. An `If-None-Match` seat
+         *     map version and an event history's `after` count as positions too.
+         * @example 0/3A1B2C8
+         */
+        ConsistencyToken: string;
+        /**
          * @description A key unique to this request, such as a UUID. A retry with the same key
          *     and the same body returns the original result (same booking, same
          *     status code) without acting again; the same key with another body is a
@@ -1303,6 +1265,14 @@ export interface components {
     };
     requestBodies: never;
     headers: {
+        /**
+         * @description Present when the service serves reads from a replica: the position
+         *     (a PostgreSQL WAL position) of what this answer shows, or, after a
+         *     change, of the change. Send the latest one you were given with your
+         *     next reads, as the `Consistency-Token` request header.
+         * @example 0/3A1B2C8
+         */
+        ConsistencyToken: string;
         /** @description `true` when this is the stored result of an earlier request with the same Idempotency-Key. */
         IdempotentReplayed: "true";
     };
@@ -1339,7 +1309,19 @@ export interface operations {
                  */
                 startsBefore?: components["parameters"]["StartsBefore"];
             };
-            header?: never;
+            header?: {
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
+            };
             path?: never;
             cookie?: never;
         };
@@ -1348,6 +1330,7 @@ export interface operations {
             /** @description One page of shows. */
             200: {
                 headers: {
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1377,6 +1360,7 @@ export interface operations {
                 headers: {
                     /** @description The URL of the new show. */
                     Location?: string;
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1395,7 +1379,19 @@ export interface operations {
     getShow: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
+            };
             path: {
                 /**
                  * @description The show's id.
@@ -1410,6 +1406,7 @@ export interface operations {
             /** @description The show. */
             200: {
                 headers: {
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1447,6 +1444,17 @@ export interface operations {
                  * @example "42-0"
                  */
                 "If-None-Match"?: string;
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
             };
             path: {
                 /**
@@ -1464,6 +1472,7 @@ export interface operations {
                 headers: {
                     /** @description The version of this seat map, for `If-None-Match`. */
                     ETag?: string;
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1475,6 +1484,7 @@ export interface operations {
                 headers: {
                     /** @description The current version. */
                     ETag?: string;
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content?: never;
@@ -1505,6 +1515,17 @@ export interface operations {
                  * @example 41
                  */
                 "Last-Event-ID"?: string;
+                /**
+                 * @description The latest `Consistency-Token` this client was given. Seat maps, show
+                 *     listings, shows and event history may be served by a read replica a
+                 *     moment behind the primary; with this header the answer is at least as
+                 *     new as that position (it comes from the primary while the replica has
+                 *     not replayed that far), so a client never misses its own booking nor
+                 *     gets an older answer than one it already had. An `If-None-Match` seat
+                 *     map version and an event history's `after` count as positions too.
+                 * @example 0/3A1B2C8
+                 */
+                "Consistency-Token"?: components["parameters"]["ConsistencyToken"];
             };
             path: {
                 /**
@@ -1520,6 +1541,7 @@ export interface operations {
             /** @description The stream, or a page of the history. */
             200: {
                 headers: {
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1610,6 +1632,7 @@ export interface operations {
                     /** @description The URL of the booking. */
                     Location?: string;
                     "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1688,6 +1711,7 @@ export interface operations {
             200: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -1735,6 +1759,7 @@ export interface operations {
             200: {
                 headers: {
                     "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    "Consistency-Token": components["headers"]["ConsistencyToken"];
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,6 +1,6 @@
 // `npm run test:faults`: faults injected under a bounded booking load, on
-// loopback only, then the invariants on the final state. Not a vitest file:
-// it kills and restarts processes, so it runs as its own script.
+// loopback only, then the invariants on the final state. A script, not a
+// vitest file: it kills and restarts processes.
 //
 //   1. kill -9 the service mid-load, and start it again;
 //   2. stop PostgreSQL in immediate mode mid-load, and start it again;
@@ -11,18 +11,18 @@
 // PgBouncer in transaction mode (its listener and migrations directly).
 import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { invariantViolations } from '../bench/invariants.js';
-import { waitUntilReady } from '../bench/live-service.js';
+import { invariantViolations } from './invariants.js';
+import { waitUntilReady } from '../tests/harness/live-service.js';
 import { createBookingClient } from '../src/client.js';
-import { freePort, startEmbeddedPostgres } from '../src/embedded-postgres.js';
-import { projectRoot } from '../src/migrate.js';
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
+import { projectRoot } from '../src/paths.js';
 import { TicketKeys } from '../src/ticket-codes.js';
-import { PGBOUNCER, pgBouncerInstalled, startPgBouncer, type Bouncer } from './pgbouncer.js';
+import { PGBOUNCER, pgBouncerInstalled, startPgBouncer, type Bouncer } from '../tests/harness/pgbouncer.js';
 
 const ADMIN_TOKEN = 'faults-admin-token-0123456789';
 const REQUESTS = Number(process.env.FAULT_REQUESTS ?? 600);
@@ -32,6 +32,27 @@ interface Outcome {
   status: number; // 0: no response (connection refused or reset)
   ms: number;
   id?: string;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stops PostgreSQL the way an immediate shutdown does (SIGQUIT to the postmaster), and waits until it is gone. */
+async function crash(database: EmbeddedDatabase): Promise<void> {
+  const pid = Number.parseInt((await readFile(`${database.dataDir}/postmaster.pid`, 'utf8')).split('\n')[0] ?? '', 10);
+  process.kill(pid, 'SIGQUIT');
+  for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(100);
+}
+
+/** Starts PostgreSQL again after a crash, on the same port, with crash recovery. */
+async function restart(database: EmbeddedDatabase): Promise<void> {
+  await database.cluster.start();
 }
 
 const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-faults-pg-'));
@@ -166,10 +187,10 @@ try {
   const whileDown: Outcome[] = [];
   keep(await load(showId, REQUESTS, async () => {
     await sleep(300);
-    await db.crash();
+    await crash(db);
     summary.faults.push('PostgreSQL stopped in immediate mode');
     for (let i = 0; i < 10; i++) whileDown.push(await post('/api/bookings', booking(showId, 20, 50)));
-    await db.restart();
+    await restart(db);
   }));
   if (service.exitCode !== null) summary.violations.push('the service exited while the database was down');
   const downStatuses = new Set(whileDown.map((o) => o.status));

@@ -1,14 +1,15 @@
 // The built service, started as in production on a fresh embedded
-// PostgreSQL, for the benchmark and the Postman contract run.
+// PostgreSQL, for the benchmark, the Postman contract run and the stream check.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
-import { projectRoot, runMigrations } from '../src/migrate.js';
-import { TicketKeys } from '../src/ticket-codes.js';
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/embedded-postgres.js';
+import { runMigrations } from '../../src/migrate.js';
+import { projectRoot } from '../../src/paths.js';
+import { TicketKeys } from '../../src/ticket-codes.js';
 
 export interface LiveService {
   base: string;

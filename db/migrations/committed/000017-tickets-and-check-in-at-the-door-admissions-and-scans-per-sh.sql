@@ -1,5 +1,5 @@
---! Previous: sha1:b3e31ac144e38a8221183578a889b68693b1c60b
---! Hash: sha1:24432b0f9a4468bf8dcfc4f0b489123742c587bc
+--! Previous: sha1:237cd00785376c5c74ff6f55aba755f971892691
+--! Hash: sha1:a88f3fa3726d0b81621a58583dbbb2955b273217
 --! Message: Tickets and check-in at the door: admissions and scans per show, keyed by show_id
 
 -- Tickets and check-in at the door. A ticket is a booked seat of a

@@ -10,7 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { startLiveService } from '../bench/live-service.js';
+import { startLiveService } from '../tests/harness/live-service.js';
 import { createBookingClient } from '../src/client.js';
 
 const ADMIN_TOKEN = 'streams-admin-token-0123456789';
