@@ -5,7 +5,7 @@
 // show each). Rounds alternate the configurations so that whatever else the
 // machine is doing falls on all of them. Results: bench/results/cluster.json.
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -35,6 +35,56 @@ interface Run {
   statusCounts: Record<string, number>;
   errors: number;
   violations: string[];
+  /** CPU seconds each part used during the run: where the machine's cores went. */
+  cpuSeconds: Cpu;
+}
+
+interface Cpu {
+  postgres: number;
+  instances: number;
+  haproxy: number;
+  loadGenerator: number;
+  /** Every process on the machine, ours and others' (from /proc/stat). */
+  machine: number;
+}
+
+/** Busy CPU seconds of the whole machine since boot. */
+async function machineBusy(): Promise<number> {
+  const line = (await readFile('/proc/stat', 'utf8')).split('\n')[0] ?? '';
+  const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = line.split(/\s+/).slice(1).map(Number);
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
+
+/** User and system CPU seconds of a process, from /proc (0 when it is gone). */
+async function cpuOf(pid: number | undefined): Promise<number> {
+  if (!pid) return 0;
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime, fields 14 and 15 of the line, in clock ticks (100 a second on Linux).
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / 100;
+}
+
+/** The postmaster and every backend it runs (the children whose parent it is). */
+async function postgresPids(postmaster: number): Promise<number[]> {
+  const pids = [postmaster];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+async function cpuNow(cluster: Cluster, postmaster: number): Promise<Cpu> {
+  const sum = async (pids: (number | undefined)[]) => (await Promise.all(pids.map(cpuOf))).reduce((a, b) => a + b, 0);
+  const own = process.cpuUsage();
+  return {
+    postgres: await sum(await postgresPids(postmaster)),
+    instances: await sum(cluster.instances.map((i) => i.pid)),
+    haproxy: await sum([cluster.proxyPid]),
+    loadGenerator: (own.user + own.system) / 1e6,
+    machine: await machineBusy(),
+  };
 }
 
 async function createShow(cluster: Cluster): Promise<string> {
@@ -56,8 +106,9 @@ async function createShow(cluster: Cluster): Promise<string> {
 }
 
 /** The spread workload against `base`; every 201's booking must be confirmed afterwards. */
-async function spread(base: string, showId: string, db: pg.Pool): Promise<Omit<Run, 'round' | 'instances' | 'via'>> {
+async function spread(base: string, showId: string, db: pg.Pool, cpu: () => Promise<Cpu>): Promise<Omit<Run, 'round' | 'instances' | 'via'>> {
   const confirmed: string[] = [];
+  const before = await cpu();
   let n = 0;
   const result = await autocannon({
     url: base,
@@ -79,6 +130,8 @@ async function spread(base: string, showId: string, db: pg.Pool): Promise<Omit<R
       },
     ],
   });
+  const after = await cpu();
+  const used = (key: keyof Cpu) => Math.round((after[key] - before[key]) * 10) / 10;
   const statusCounts = Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, stat]) => [code, Number(stat.count)]));
   return {
     requestsPerSecond: Math.round(result.requests.average),
@@ -88,6 +141,13 @@ async function spread(base: string, showId: string, db: pg.Pool): Promise<Omit<R
     errors: result.errors + result.timeouts,
     // Requests in flight when the clock stopped still commit: wait for them.
     violations: await settle(db).then(() => invariantViolations(db, confirmed, showId)),
+    cpuSeconds: {
+      postgres: used('postgres'),
+      instances: used('instances'),
+      haproxy: used('haproxy'),
+      loadGenerator: used('loadGenerator'),
+      machine: used('machine'),
+    },
   };
 }
 
@@ -100,6 +160,18 @@ async function settle(db: pg.Pool): Promise<void> {
     if (rows[0]?.n === 0) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+function perRequest(runs: Run[]): Cpu {
+  const requests = runs.reduce((n, r) => n + r.requestsPerSecond * seconds, 0) || 1;
+  const total = (key: keyof Cpu) => Math.round((runs.reduce((n, r) => n + r.cpuSeconds[key], 0) / requests) * 1e5) / 100;
+  return {
+    postgres: total('postgres'),
+    instances: total('instances'),
+    haproxy: total('haproxy'),
+    loadGenerator: total('loadGenerator'),
+    machine: total('machine'),
+  };
 }
 
 const median = (xs: number[]) => {
@@ -120,6 +192,7 @@ try {
   await database.createDatabase('booking_bench');
   const databaseUrl = database.url('booking_bench');
   await runMigrations(databaseUrl, () => {});
+  const postmaster = Number.parseInt((await readFile(path.join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0] ?? '', 10);
   const db = new pg.Pool({ connectionString: databaseUrl, max: 2 });
   const { rows } = await db.query<{ v: string }>(
     `select format('PostgreSQL %s, fsync %s, synchronous_commit %s, max_connections %s', current_setting('server_version'),
@@ -140,11 +213,12 @@ try {
         if (instances === 1) targets.push({ via: 'direct', base: cluster.instances[0]?.base ?? '' });
         for (const { via, base } of targets) {
           const showId = await createShow(cluster);
-          const run: Run = { round, instances, via, ...(await spread(base, showId, db)) };
+          const run: Run = { round, instances, via, ...(await spread(base, showId, db, () => cpuNow(cluster, postmaster))) };
           runs.push(run);
           console.log(
             `round ${round}, ${instances} instance(s) ${via}: ${run.requestsPerSecond} req/s, ${run.bookingsPerSecond} bookings/s, ` +
-              `p99 ${run.latencyMs.p99} ms, statuses ${JSON.stringify(run.statusCounts)}, errors ${run.errors}, violations ${run.violations.length}`,
+              `p99 ${run.latencyMs.p99} ms, statuses ${JSON.stringify(run.statusCounts)}, errors ${run.errors}, violations ${run.violations.length}, ` +
+              `CPU s ${JSON.stringify(run.cpuSeconds)}`,
           );
         }
       } finally {
@@ -168,6 +242,8 @@ try {
       medianRequestsPerSecond: median(mine.map((r) => r.requestsPerSecond)),
       medianBookingsPerSecond: median(mine.map((r) => r.bookingsPerSecond)),
       medianP99Ms: median(mine.map((r) => r.latencyMs.p99)),
+      /** CPU milliseconds per request, by part, over all its runs. */
+      cpuMsPerRequest: perRequest(mine),
     };
   });
   console.table(
@@ -176,6 +252,11 @@ try {
       'req/s (median)': s.medianRequestsPerSecond,
       'bookings/s (median)': s.medianBookingsPerSecond,
       'p99 ms (median)': s.medianP99Ms,
+      'CPU ms/request: postgres': s.cpuMsPerRequest.postgres,
+      instances: s.cpuMsPerRequest.instances,
+      haproxy: s.cpuMsPerRequest.haproxy,
+      autocannon: s.cpuMsPerRequest.loadGenerator,
+      'whole machine': s.cpuMsPerRequest.machine,
     })),
   );
   for (const run of runs) for (const v of run.violations) console.error(`VIOLATION in round ${run.round}, ${run.instances} ${run.via}: ${v}`);

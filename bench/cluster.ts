@@ -58,6 +58,7 @@ export interface Cluster {
   readonly adminToken: string;
   readonly metricsToken: string;
   readonly instances: readonly Instance[];
+  readonly proxyPid: number | undefined;
   /**
    * Stops an instance and resolves with its exit code. By default as an
    * operator would: the proxy stops sending it requests first (`drain`),
@@ -295,6 +296,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       adminToken,
       metricsToken,
       instances: members.map(view),
+      proxyPid: proxy.pid,
       async stopInstance(index, { signal = 'SIGTERM', drain = true } = {}) {
         const member = memberAt(index);
         if (drain) {
