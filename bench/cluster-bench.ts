@@ -1,6 +1,7 @@
 // `npm run bench:cluster`: bookings per second through HAProxy with 1, 2 and
 // 3 instances of the built service on one embedded PostgreSQL, in one
-// session, plus one instance without the proxy. The workload is the
+// session, the proxy opening a connection per request or keeping them,
+// plus one instance without the proxy. The workload is the
 // benchmark's `spread` (64 connections, one random seat of a 10,000-seat
 // show each). Rounds alternate the configurations so that whatever else the
 // machine is doing falls on all of them. Results: bench/results/cluster.json.
@@ -27,7 +28,8 @@ const SEATS = 100;
 interface Run {
   round: number;
   instances: number;
-  via: 'proxy' | 'direct';
+  /** Through HAProxy with one connection per request, through it keeping connections, or straight to the instance. */
+  via: 'proxy' | 'proxy-keep-alive' | 'direct';
   requestsPerSecond: number;
   /** Of those, answers 201: bookings made per second. */
   bookingsPerSecond: number;
@@ -162,6 +164,8 @@ async function settle(db: pg.Pool): Promise<void> {
   }
 }
 
+const ours = (r: Run) => r.cpuSeconds.postgres + r.cpuSeconds.instances + r.cpuSeconds.haproxy + r.cpuSeconds.loadGenerator;
+
 function perRequest(runs: Run[]): Cpu {
   const requests = runs.reduce((n, r) => n + r.requestsPerSecond * seconds, 0) || 1;
   const total = (key: keyof Cpu) => Math.round((runs.reduce((n, r) => n + r.cpuSeconds[key], 0) / requests) * 1e5) / 100;
@@ -200,17 +204,18 @@ try {
   );
   const runs: Run[] = [];
   for (let round = 1; round <= rounds; round++) {
-    for (const instances of [1, 2, 3]) {
+    for (const [instances, serverKeepAlive] of [1, 2, 3].flatMap((n) => [[n, false], [n, true]] as const)) {
       const cluster = await startCluster({
         instances,
         databaseUrl,
         migrate: false,
+        serverKeepAlive,
         // One load generator is one client: no per-client limits.
         env: { RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0', SSE_MAX_STREAMS_PER_CLIENT: '0' },
       });
       try {
-        const targets: { via: Run['via']; base: string }[] = [{ via: 'proxy', base: cluster.base }];
-        if (instances === 1) targets.push({ via: 'direct', base: cluster.instances[0]?.base ?? '' });
+        const targets: { via: Run['via']; base: string }[] = [{ via: serverKeepAlive ? 'proxy-keep-alive' : 'proxy', base: cluster.base }];
+        if (instances === 1 && !serverKeepAlive) targets.push({ via: 'direct', base: cluster.instances[0]?.base ?? '' });
         for (const { via, base } of targets) {
           const showId = await createShow(cluster);
           const run: Run = { round, instances, via, ...(await spread(base, showId, db, () => cpuNow(cluster, postmaster))) };
@@ -227,11 +232,9 @@ try {
     }
   }
   await db.end();
-  const configurations = [
-    { instances: 1, via: 'direct' as const },
-    { instances: 1, via: 'proxy' as const },
-    { instances: 2, via: 'proxy' as const },
-    { instances: 3, via: 'proxy' as const },
+  const configurations: { instances: number; via: Run['via'] }[] = [
+    { instances: 1, via: 'direct' },
+    ...[1, 2, 3].flatMap((instances) => (['proxy', 'proxy-keep-alive'] as const).map((via) => ({ instances, via }))),
   ];
   const summary = configurations.map(({ instances, via }) => {
     const mine = runs.filter((r) => r.instances === instances && r.via === via);
@@ -244,14 +247,20 @@ try {
       medianP99Ms: median(mine.map((r) => r.latencyMs.p99)),
       /** CPU milliseconds per request, by part, over all its runs. */
       cpuMsPerRequest: perRequest(mine),
+      /** Of the machine's busy CPU, the share that the database, instances, proxy and load generator had. */
+      medianShareOfMachine: median(mine.map((r) => Math.round((ours(r) / (r.cpuSeconds.machine || 1)) * 100) / 100)),
+      /** Requests per CPU second those parts had: throughput as if they had the machine to themselves. */
+      medianRequestsPerCpuSecond: median(mine.map((r) => Math.round((r.requestsPerSecond * seconds) / (ours(r) || 1)))),
     };
   });
   console.table(
     summary.map((s) => ({
-      configuration: `${s.instances} instance${s.instances > 1 ? 's' : ''}, ${s.via === 'proxy' ? 'through HAProxy' : 'direct'}`,
+      configuration: `${s.instances} instance${s.instances > 1 ? 's' : ''}, ${{ direct: 'direct', proxy: 'HAProxy, a connection a request', 'proxy-keep-alive': 'HAProxy, keep-alive' }[s.via]}`,
       'req/s (median)': s.medianRequestsPerSecond,
       'bookings/s (median)': s.medianBookingsPerSecond,
       'p99 ms (median)': s.medianP99Ms,
+      'share of machine': s.medianShareOfMachine,
+      'req per CPU s': s.medianRequestsPerCpuSecond,
       'CPU ms/request: postgres': s.cpuMsPerRequest.postgres,
       instances: s.cpuMsPerRequest.instances,
       haproxy: s.cpuMsPerRequest.haproxy,
@@ -273,6 +282,7 @@ try {
       'One machine: PostgreSQL, every instance, HAProxy and the load generator (autocannon) share its cores, so more instances add processes competing for the same CPU; they do not add capacity.',
       'Other work ran on the machine during the run (see the load averages); absolute figures move by a factor of 2 or more between runs.',
       'Instances use the default pools (8 booking + 5 read connections each); rate limits are off, as the load generator is one client.',
+      'proxy: HAProxy opens a connection to the instance for every request (option http-server-close, what the cluster tests use); proxy-keep-alive: it keeps them open (option http-keep-alive, http-reuse safe).',
     ],
     workload: { name: 'spread', connections: CONNECTIONS, seats: ROWS * SEATS, seatsPerBooking: 1, durationSeconds: seconds },
     summary,

@@ -38,6 +38,13 @@ export interface ClusterOptions {
   port?: number;
   /** Environment of every instance, over the cluster's own. */
   env?: Record<string, string>;
+  /**
+   * Keep connections to the instances open between requests (HAProxy's
+   * http-keep-alive) instead of one per request: cheaper per request, but
+   * an idle connection the instance closes may meet a request the proxy
+   * just sent on it. Off by default; the benchmark measures both.
+   */
+  serverKeepAlive?: boolean;
   /** Where the instances' and the proxy's output goes; absent: kept, the last lines, for `output()`. */
   log?: (source: string, line: string) => void;
 }
@@ -85,7 +92,12 @@ export interface Cluster {
  * (redispatch), where a reused idle connection could be closed under a
  * request already sent.
  */
-export function haproxyConfig(port: number, servers: readonly { name: string; port: number }[], statsSocket: string): string {
+export function haproxyConfig(
+  port: number,
+  servers: readonly { name: string; port: number }[],
+  statsSocket: string,
+  serverKeepAlive = false,
+): string {
   return [
     'global',
     '  maxconn 4096',
@@ -93,7 +105,7 @@ export function haproxyConfig(port: number, servers: readonly { name: string; po
     '',
     'defaults',
     '  mode http',
-    '  option http-server-close',
+    ...(serverKeepAlive ? ['  option http-keep-alive', '  http-reuse safe'] : ['  option http-server-close']),
     // The client's address for the instances' limits: TRUST_PROXY=1 reads it.
     '  option forwardfor',
     '  option redispatch 1',
@@ -216,7 +228,12 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         stream?.on('data', (chunk: string) => log(member.name, chunk));
       }
       member.child = child;
-      await waitUntilReady(`http://127.0.0.1:${member.port}`, child, 60_000);
+      try {
+        await waitUntilReady(`http://127.0.0.1:${member.port}`, child, 60_000);
+      } catch (error) {
+        const said = outputs.get(member.name)?.text().slice(-2_000) ?? '';
+        throw new Error(`${member.name} on port ${member.port}: ${error instanceof Error ? error.message : String(error)}\n${said}`);
+      }
     };
     const terminate = async (member: Member, signal: NodeJS.Signals): Promise<number | null> => {
       const child = member.child;
@@ -228,15 +245,28 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     cleanups.push(async () => {
       await Promise.all(members.map((member) => terminate(member, 'SIGTERM')));
     });
+    // Should this process exit without stopping the cluster, its children
+    // must not outlive it ('exit' handlers must be synchronous).
+    const orphans = () => {
+      for (const child of [...members.map((m) => m.child), proxyChild]) {
+        if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }
+    };
+    let proxyChild: ChildProcess | undefined;
+    process.once('exit', orphans);
+    cleanups.push(async () => {
+      process.removeListener('exit', orphans);
+    });
     if (!existsSync(`${projectRoot}dist/main.js`)) throw new Error('dist/main.js is missing: npm run build');
     await Promise.all(members.map(launch));
 
     const port = options.port ?? (await freePort());
     const statsSocket = path.join(dir, 'haproxy.sock');
     const configFile = path.join(dir, 'haproxy.cfg');
-    await writeFile(configFile, haproxyConfig(port, members, statsSocket));
+    await writeFile(configFile, haproxyConfig(port, members, statsSocket, options.serverKeepAlive));
     // -db: in the foreground, a child of ours, stopped by its pid.
     const proxy = spawn(HAPROXY, ['-db', '-f', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    proxyChild = proxy;
     for (const stream of [proxy.stdout, proxy.stderr]) {
       stream?.setEncoding('utf8');
       stream?.on('data', (chunk: string) => log('haproxy', chunk));
