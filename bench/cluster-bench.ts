@@ -12,7 +12,8 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/embedded-postgres.js';
-import { projectRoot, runMigrations } from '../src/migrate.js';
+import { runMigrations } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 import { haproxyInstalled, HAPROXY, startCluster, type Cluster } from './cluster.js';
 import { invariantViolations } from './invariants.js';
 

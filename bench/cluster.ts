@@ -18,8 +18,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
-import { projectRoot, runMigrations } from '../src/migrate.js';
-import { waitUntilReady } from './live-service.js';
+import { runMigrations } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 
 export const HAPROXY = '/usr/sbin/haproxy';
 /** How long a drained instance keeps serving before SIGTERM: requests already on their way arrive. */
@@ -136,6 +136,17 @@ export function haproxyConfig(
     ...servers.map((s) => `  server ${s.name} 127.0.0.1:${s.port} check`),
     '',
   ].join('\n');
+}
+
+/** Waits for an instance's /ready to answer 200, or for it to exit. */
+async function waitUntilReady(base: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`it exited (${child.exitCode ?? child.signalCode})`);
+    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return;
+    if (Date.now() > deadline) throw new Error('it did not become ready');
+    await sleep(100);
+  }
 }
 
 /** One command on the proxy's stats socket. */

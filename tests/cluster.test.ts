@@ -13,7 +13,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { HAPROXY, haproxyInstalled, startCluster, type Cluster } from '../bench/cluster.js';
 import { invariantViolations } from '../bench/invariants.js';
-import { projectRoot } from '../src/migrate.js';
+import { projectRoot } from '../src/paths.js';
 import { theatre, unique, type NewShow } from './support.js';
 
 const installed = haproxyInstalled();
