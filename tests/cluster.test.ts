@@ -23,6 +23,25 @@ const RATE_LIMIT_BOOKINGS = 30;
 let pool: pg.Pool;
 let cluster: Cluster;
 
+interface LogEntry {
+  pid: number;
+  msg: string;
+  expired?: number;
+  keysPurged?: number;
+  err?: { code?: string; message?: string };
+}
+/** What the instances' background jobs logged (JSON lines, at info): sweeps and failures. */
+const background: LogEntry[] = [];
+const partial = new Map<string, string>();
+function collect(source: string, text: string): void {
+  const lines = ((partial.get(source) ?? '') + text).split('\n');
+  partial.set(source, lines.pop() ?? '');
+  for (const line of lines) {
+    if (!/"msg":"(swept|sweep failed|sequencing seat events failed)"/.test(line)) continue;
+    background.push(JSON.parse(line) as LogEntry);
+  }
+}
+
 /** The service as built; built again when a source file is newer than dist/main.js. */
 async function ensureBuilt(): Promise<void> {
   const built = (() => {
@@ -211,7 +230,10 @@ describe.skipIf(!installed)('three instances behind HAProxy', () => {
     cluster = await startCluster({
       instances: 3,
       databaseUrl,
+      log: collect,
       env: {
+        // The sweeps' counts are logged at info.
+        LOG_LEVEL: 'info',
         RATE_LIMIT_BOOKINGS: String(RATE_LIMIT_BOOKINGS),
         RATE_LIMIT_WINDOW_MS: '60000',
         HOLD_LIMIT_SEATS_PER_CLIENT: '0',
@@ -239,19 +261,19 @@ describe.skipIf(!installed)('three instances behind HAProxy', () => {
    * that could not connect in time on this busy machine is none of these.
    */
   const collisions = () =>
-    cluster
-      .output()
-      .split('\n')
-      .filter((line) => /sweep failed|sequencing seat events failed/.test(line))
-      .flatMap((line) => {
-        try {
-          return [JSON.parse(line) as { msg: string; err?: { code?: string; message?: string } }];
-        } catch {
-          return []; // the first line kept may be cut
-        }
-      })
+    background
       .filter((entry) => ['40P01', '40001', '55P03', '23505', '23P01', 'BKSTA'].includes(entry.err?.code ?? ''))
       .map((entry) => `${entry.msg}: ${entry.err?.code} ${entry.err?.message}`);
+
+  /** The sweeps' counts, summed, from the log entries after `from`. */
+  const swept = (from: number) => {
+    const entries = background.slice(from).filter((entry) => entry.msg === 'swept');
+    return {
+      expired: entries.reduce((n, entry) => n + (entry.expired ?? 0), 0),
+      keysPurged: entries.reduce((n, entry) => n + (entry.keysPurged ?? 0), 0),
+      instances: new Set(entries.filter((entry) => entry.expired || entry.keysPurged).map((entry) => entry.pid)).size,
+    };
+  };
 
   it('spreads requests over every instance, and routes only to ready ones', async () => {
     const seen = new Set<string>();
@@ -361,6 +383,7 @@ describe.skipIf(!installed)('three instances behind HAProxy', () => {
   });
 
   it('lets every instance sweep: each lapsed hold is recorded expired once, its events in order', async () => {
+    const from = background.length;
     const showId = await createShow(bigShow(4, 25));
     const holds = await Promise.all(
       Array.from({ length: 60 }, async (_, i) => {
@@ -398,10 +421,17 @@ describe.skipIf(!installed)('three instances behind HAProxy', () => {
     await delivered(stream.ids, positions);
     stream.close();
     expect(stream.ids).toEqual(positions);
+    // The instances' own counts: 60 expiries recorded in all, none twice.
+    // (This database's only lapsed holds are this test's.)
+    await sleep(300);
+    const counts = swept(from);
+    process.stdout.write(`sweep: ${counts.expired} holds expired by ${counts.instances} instance(s)\n`);
+    expect(counts.expired).toBe(holds.length);
     expect(collisions()).toEqual([]);
   });
 
   it('lets every instance purge old idempotency keys at once, none failing', async () => {
+    const from = background.length;
     const prefix = unique('old-key').replace(/\W/g, '-');
     await pool.query(
       `insert into app.idempotency_keys (key, fingerprint, created_at)
@@ -415,6 +445,11 @@ describe.skipIf(!installed)('three instances behind HAProxy', () => {
     }
     const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from app.idempotency_keys where key like $1 || '-%'`, [prefix]);
     expect(rows[0]?.n).toBe(0);
+    // Purged once: the instances' counts add up to the keys, not more.
+    await sleep(300);
+    const counts = swept(from);
+    process.stdout.write(`purge: ${counts.keysPurged} keys purged by ${counts.instances} instance(s)\n`);
+    expect(counts.keysPurged).toBe(100_000);
     expect(collisions()).toEqual([]);
   });
 
