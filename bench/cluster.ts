@@ -119,7 +119,9 @@ export function haproxyConfig(
     '  timeout server 60s',
     '  timeout tunnel 1h',
     '  timeout client-fin 5s',
-    '  timeout check 2s',
+    // A health check may be slow on a busy machine; an instance leaves the
+    // rotation after 3 failed ones, and a rolling restart drains it first anyway.
+    '  timeout check 5s',
     '',
     'frontend api',
     `  bind 127.0.0.1:${port}`,
@@ -130,7 +132,7 @@ export function haproxyConfig(
     // Routed only while the instance has its database and migrations.
     '  option httpchk GET /ready',
     '  http-check expect status 200',
-    '  default-server inter 500ms fastinter 250ms downinter 250ms fall 2 rise 1',
+    '  default-server inter 1s fastinter 250ms downinter 250ms fall 3 rise 1',
     // Which instance answered: the tests need it, and it says nothing secret.
     '  http-response set-header X-Instance %s',
     ...servers.map((s) => `  server ${s.name} 127.0.0.1:${s.port} check`),
