@@ -21,6 +21,7 @@ import { waitUntilReady } from '../tests/harness/live-service.js';
 import { createBookingClient } from '../src/client.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
 import { projectRoot } from '../src/paths.js';
+import { TicketKeys } from '../src/ticket-codes.js';
 import { PGBOUNCER, pgBouncerInstalled, startPgBouncer, type Bouncer } from '../tests/harness/pgbouncer.js';
 
 const ADMIN_TOKEN = 'faults-admin-token-0123456789';
@@ -80,12 +81,16 @@ const base = `http://127.0.0.1:${port}`;
 let service: ChildProcess | undefined;
 const summary = { requests: 0, faults: [] as string[], terminated: 0, outcomes: {} as Record<string, number>, violations: [] as string[] };
 
+// One key for every start: the service restarts, its tickets stay valid.
+const signingKey = TicketKeys.generatePem();
+
 function startService(): ChildProcess {
   const child = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
     env: {
       ...process.env, DATABASE_URL: bouncer?.url ?? databaseUrl,
       ...(bouncer ? { DATABASE_POOLER: 'transaction', DATABASE_DIRECT_URL: databaseUrl } : {}), PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production',
       LOG_LEVEL: 'fatal', ADMIN_TOKEN, METRICS_TOKEN: 'faults-metrics-token-0123456789', RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0', DB_CONNECT_TIMEOUT_MS: '1000',
+      DOOR_TOKEN: 'faults-door-token-0123456789', TICKET_SIGNING_KEY: signingKey,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   });

@@ -20,9 +20,14 @@ import { invariantViolations } from './invariants.js';
 import { startLiveService } from '../tests/harness/live-service.js';
 import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, writeScript, type PgbenchResult } from './pgbench.js';
 import { writeReport, type Report } from './report.js';
+import { TicketKeys } from '../src/ticket-codes.js';
 
 const smoke = process.argv.includes('--smoke');
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
+const DOOR_TOKEN = 'bench-door-token-0123456789';
+// The bench holds the service's signing key, so it can make the door rush's
+// codes itself (checked against the service's own for one booking).
+const TICKET_SIGNING_KEY = TicketKeys.generatePem();
 /** Every run of a workload, HTTP or pgbench, lasts this long. */
 const duration = smoke ? 3 : 10;
 
@@ -414,6 +419,123 @@ async function fanOutScenario(context: Context, subscribers: number): Promise<Sc
   return result;
 }
 
+/**
+ * The door rush: 10 gates scan every ticket of a sold-out 5,000-seat show as
+ * fast as they can, with second scans of 10% of the tickets mixed in at
+ * other gates. After it, SQL checks that every ticket was admitted once and
+ * only once, and that each second scan was refused as already admitted.
+ */
+async function doorRushScenario({ base, pid, db }: Context): Promise<ScenarioResult> {
+  const gates = 10;
+  const showId = await createShow(base, 50, 100);
+  // Sold out in one statement: the rush, not the sale, is measured here.
+  await db.query(
+    `select app.create_booking(jsonb_build_object('showId', $1::text,
+       'seatLabels', (select jsonb_agg('Floor-R' || r || '-' || (n + k)) from generate_series(0, 3) k),
+       'customer', jsonb_build_object('name', 'Door rush', 'email', 'door@example.com')))
+     from generate_series(1, 50) r, generate_series(1, 100, 4) n`,
+    [showId],
+  );
+  const { rows: seats } = await db.query<{ booking_id: string; seat_id: string; label: string }>(
+    `select bs.booking_id, bs.seat_id, s.label from app.booking_seats bs join app.seats s on s.id = bs.seat_id
+     where bs.show_id = $1 and bs.active order by bs.booking_id, bs.seat_id`,
+    [showId],
+  );
+  const keys = new TicketKeys(TICKET_SIGNING_KEY);
+  const codes = seats.map((seat) => keys.sign({ showId, bookingId: seat.booking_id, seatId: Number(seat.seat_id), label: seat.label }));
+  const violations: string[] = [];
+  const sample = seats[0]?.booking_id ?? '';
+  const listed = (await (await fetch(`${base}/api/bookings/${sample}/tickets`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as components['schemas']['TicketList'];
+  const mine = seats.flatMap((seat, i) => (seat.booking_id === sample ? [codes[i]] : []));
+  if (JSON.stringify(listed.tickets.map((ticket) => ticket.code)) !== JSON.stringify(mine)) violations.push("the bench's codes are not the service's");
+  // Every ticket once, and a tenth of them again, in an order where a second
+  // scan may come right after the first or long after it.
+  const duplicates = Math.floor(codes.length / 10);
+  const order = [...codes.keys(), ...Array.from({ length: duplicates }, (_, i) => (i * 7919) % codes.length)];
+  for (let i = order.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [order[i], order[j]] = [order[j] ?? 0, order[i] ?? 0];
+  }
+  const bodies = order.map((ticket, i) =>
+    JSON.stringify({ code: codes[ticket], gate: `Gate ${i % gates}`, scannedAt: new Date().toISOString(), nonce: `rush-${String(i).padStart(6, '0')}` }),
+  );
+  // The answer each scan got; a connection sends one scan at a time.
+  const answered = new Map<number, number>();
+  const sentOn = new WeakMap<object, number>();
+  let n = 0;
+  const problems: Record<string, number> = {};
+  const stopRss = watchRss(pid);
+  const result = await autocannon({
+    url: base,
+    connections: gates,
+    amount: order.length,
+    requests: [
+      {
+        method: 'POST',
+        path: `/api/shows/${showId}/check-ins`,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${DOOR_TOKEN}` },
+        setupRequest: (request, context) => {
+          const i = n++ % bodies.length;
+          sentOn.set(context, i);
+          return { ...request, body: bodies[i] };
+        },
+        onResponse: (status, body, context) => {
+          const i = sentOn.get(context);
+          if (i !== undefined) answered.set(i, status);
+          if (status !== 200 && status !== 409) {
+            const key = `${status} ${String((JSON.parse(body) as { type?: string }).type ?? '')}`;
+            problems[key] = (problems[key] ?? 0) + 1;
+          }
+        },
+      },
+    ],
+  });
+  const summarized = summary('door-rush', gates, result, stopRss());
+  summarized.durationSeconds = Math.round(result.duration * 10) / 10;
+  if (Object.keys(problems).length) summarized.problems = problems;
+  // A scanner whose scan got no answer, or a 503, sends it again with the
+  // same nonce: counted once whether or not the first one was recorded.
+  let retried = 0;
+  for (let i = 0; i < bodies.length; i++) {
+    for (let attempt = 0; attempt < 5 && answered.get(i) !== 200 && answered.get(i) !== 409; attempt++) {
+      retried += 1;
+      const response = await fetch(`${base}/api/shows/${showId}/check-ins`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${DOOR_TOKEN}` },
+        body: bodies[i],
+      });
+      await response.arrayBuffer();
+      answered.set(i, response.status);
+    }
+  }
+  const finalStatuses: Record<string, number> = {};
+  for (const status of answered.values()) finalStatuses[status] = (finalStatuses[status] ?? 0) + 1;
+  await quiesce(db);
+  const { rows: twice } = await db.query<{ n: number }>(
+    `select count(*)::int as n from (select 1 from app.ticket_admissions where show_id = $1
+     group by booking_id, seat_id having count(*) > 1) t`,
+    [showId],
+  );
+  const { rows: outcomes } = await db.query<{ outcome: string; n: number }>(
+    'select outcome, count(*)::int as n from app.ticket_scans where show_id = $1 group by outcome',
+    [showId],
+  );
+  const { rows: admitted } = await db.query<{ n: number }>('select count(*)::int as n from app.ticket_admissions where show_id = $1', [showId]);
+  const scans = Object.fromEntries(outcomes.map((row) => [row.outcome, row.n]));
+  if ((twice[0]?.n ?? 0) > 0) violations.push(`${twice[0]?.n} tickets admitted more than once`);
+  if (admitted[0]?.n !== codes.length) violations.push(`${admitted[0]?.n} of ${codes.length} tickets admitted`);
+  if (scans.admitted !== codes.length) violations.push(`${scans.admitted ?? 0} scans admitted, for ${codes.length} tickets`);
+  if (scans['already-admitted'] !== duplicates) violations.push(`${scans['already-admitted'] ?? 0} second scans refused as already admitted, of ${duplicates}`);
+  const other = Object.keys(scans).filter((outcome) => outcome !== 'admitted' && outcome !== 'already-admitted');
+  if (other.length) violations.push(`scans with other outcomes: ${JSON.stringify(scans)}`);
+  if (answered.size !== bodies.length) violations.push(`${bodies.length - answered.size} scans never answered`);
+  if (finalStatuses['200'] !== codes.length) violations.push(`${finalStatuses['200'] ?? 0} answers admitted, for ${codes.length} tickets`);
+  if (finalStatuses['409'] !== duplicates) violations.push(`${finalStatuses['409'] ?? 0} answers refused, for ${duplicates} second scans`);
+  summarized.violations = violations;
+  summarized.details = { gates, tickets: codes.length, secondScans: duplicates, admitted: admitted[0]?.n ?? 0, refused: scans['already-admitted'] ?? 0, retried };
+  return summarized;
+}
+
 /** The server's version and durability, which set what its figures mean. */
 async function serverSettings(pool: pg.Pool): Promise<string> {
   const { rows } = await pool.query<{ v: string }>(
@@ -427,6 +549,8 @@ const service = await startLiveService(
   {
     NODE_ENV: 'production',
     ADMIN_TOKEN,
+    DOOR_TOKEN,
+    TICKET_SIGNING_KEY,
     METRICS_TOKEN: 'bench-metrics-token-0123456789',
     // The load generator is one client: no per-client limits.
     RATE_LIMIT_BOOKINGS: '0',
@@ -484,6 +608,8 @@ try {
   }
   results.push(...(await seatMapScenarios(context)));
   results.push(await fanOutScenario(context, smoke ? 50 : 500));
+  console.log('door rush: 10 gates scanning 5,000 tickets, a tenth of them twice');
+  results.push(await doorRushScenario(context));
 
   console.table(
     results.map((r) => ({

@@ -21,9 +21,13 @@ import { waitUntilReady } from '../tests/harness/live-service.js';
 import { freePort, startEmbeddedPostgres } from '../src/embedded-postgres.js';
 import { runMigrations } from '../src/migrate.js';
 import { latestMigration, projectRoot } from '../src/paths.js';
+import { TicketKeys } from '../src/ticket-codes.js';
 
 const ADMIN_TOKEN = 'previous-admin-token-0123456789';
 const METRICS_TOKEN = 'previous-metrics-token-0123456789';
+// Production requires both of this release; the previous one ignores them.
+const DOOR_TOKEN = 'previous-door-token-0123456789';
+const TICKET_SIGNING_KEY = TicketKeys.generatePem();
 
 function git(...args: string[]): { ok: boolean; out: string } {
   const result = spawnSync('git', ['-C', projectRoot, ...args], { encoding: 'utf8' });
@@ -103,6 +107,8 @@ async function start(name: string, root: string): Promise<Service> {
       LOG_LEVEL: 'error',
       ADMIN_TOKEN,
       METRICS_TOKEN,
+      DOOR_TOKEN,
+      TICKET_SIGNING_KEY,
       RATE_LIMIT_BOOKINGS: '0',
       RATE_LIMIT_READS: '0',
       SSE_HEARTBEAT_MS: '1000',

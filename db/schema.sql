@@ -264,6 +264,54 @@ COMMENT ON FUNCTION app.booking_secret(idempotency_key text) IS 'A new booking''
 
 
 --
+-- Name: booking_tickets(uuid, text); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.booking_tickets(booking_id uuid, secret text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog'
+    AS $$
+-- A booking's tickets: one per booked seat once it has been confirmed.
+-- Valid while the booking is confirmed, void once it is cancelled; a hold
+-- that never was confirmed has none. The service signs each valid code.
+declare
+  v_result jsonb;
+begin
+  perform app.authorize_booking(booking_id, secret);
+  select jsonb_build_object(
+    'bookingId', b.id,
+    'showId', b.show_id,
+    'bookingStatus', b.status,
+    'tickets', case when b.confirmed_at is null then '[]'::jsonb else coalesce((
+      select jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+        'seat', jsonb_build_object('id', s.id, 'label', s.label, 'section', s.section, 'row', s.row_label,
+                                   'number', s.number, 'category', s.category),
+        'status', case when b.status <> 'confirmed' then 'void' when a.seat_id is not null then 'admitted' else 'valid' end,
+        'admission', case when a.seat_id is not null then jsonb_build_object(
+          'gate', a.gate, 'scannedAt', a.scanned_at, 'admittedAt', a.admitted_at) end)) order by s.id)
+      from app.booking_seats bs
+      join app.seats s on s.id = bs.seat_id
+      left join app.ticket_admissions a on a.show_id = b.show_id and a.booking_id = b.id and a.seat_id = bs.seat_id
+      where bs.booking_id = b.id and not bs.unavailable), '[]') end
+  ) into v_result
+  from app.bookings b
+  where b.id = booking_tickets.booking_id;
+  if v_result is null then
+    perform app.raise_problem('BKGNF', format('There is no booking %s', booking_id));
+  end if;
+  return v_result;
+end;
+$$;
+
+
+--
+-- Name: FUNCTION booking_tickets(booking_id uuid, secret text); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.booking_tickets(booking_id uuid, secret text) IS 'A booking''s tickets with their check-in state, with the booking''s secret (null: a trusted caller). Raises BKGNF.';
+
+
+--
 -- Name: cancel_booking(uuid, jsonb, text, text); Type: FUNCTION; Schema: app
 --
 
@@ -383,6 +431,139 @@ $$;
 --
 
 COMMENT ON FUNCTION app.check_hold_limits(show_id uuid, client_key text, email text, seats integer, limits jsonb) IS 'Raises HOLDL when a new hold would pass a client''s or an email''s share of a show.';
+
+
+--
+-- Name: check_in(uuid, jsonb); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.check_in(show_id uuid, scans jsonb) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog'
+    AS $$
+-- Scans at the doors of a show, each {nonce, gate, scannedAt, ticket}: ticket
+-- is {showId, bookingId, seatId} from a code whose signature the service
+-- verified, or null for a code that is not a valid one. Answers one result
+-- per scan, in the order given; null for no such show.
+--
+-- Locks, per scan: the scan's nonce row (an upload of the same scan waits
+-- here, then replays), then the booking FOR SHARE (a cancellation, which
+-- locks it FOR UPDATE, cannot commit between the status read and the
+-- admission), then the admission row (the second of two gates waits on the
+-- first's insert and then finds it). Scans are taken in ticket order, then
+-- nonce order, so two uploads that share tickets lock them in the same
+-- order and cannot deadlock; results go back in the order given.
+declare
+  v_scan record;
+  v_row app.ticket_scans;
+  v_status app.booking_status;
+  v_booking_show uuid;
+  v_legs int4range;
+  v_results jsonb[] := array_fill(null::jsonb, array[jsonb_array_length(scans)]);
+begin
+  if not exists (select 1 from app.shows s where s.id = check_in.show_id) then
+    return null;
+  end if;
+  for v_scan in
+    select x.ordinality::int as n, x.value->>'nonce' as nonce, x.value->>'gate' as gate,
+           (x.value->>'scannedAt')::timestamptz as scanned_at,
+           (x.value->'ticket'->>'showId')::uuid as ticket_show,
+           (x.value->'ticket'->>'bookingId')::uuid as booking_id,
+           (x.value->'ticket'->>'seatId')::bigint as seat_id
+    from jsonb_array_elements(scans) with ordinality x
+    order by booking_id nulls last, seat_id, nonce
+  loop
+    insert into app.ticket_scans as t (show_id, nonce, booking_id, seat_id, gate, scanned_at, outcome)
+    values (check_in.show_id, v_scan.nonce, v_scan.booking_id, v_scan.seat_id, v_scan.gate, v_scan.scanned_at, 'pending')
+    on conflict do nothing
+    returning * into v_row;
+    if not found then
+      -- Seen before: the stored answer, unless the nonce came with another ticket.
+      select * into v_row from app.ticket_scans t where t.show_id = check_in.show_id and t.nonce = v_scan.nonce;
+      if v_row.booking_id is distinct from v_scan.booking_id or v_row.seat_id is distinct from v_scan.seat_id then
+        v_results[v_scan.n] := jsonb_build_object('nonce', v_scan.nonce, 'outcome', 'nonce-reused', 'replayed', false);
+      else
+        v_results[v_scan.n] := app.scan_result(v_row, true);
+      end if;
+      continue;
+    end if;
+
+    if v_scan.booking_id is null then
+      v_row.outcome := 'invalid';
+    elsif v_scan.ticket_show <> check_in.show_id then
+      v_row.outcome := 'other-show';
+    else
+      select b.status, b.show_id, b.legs into v_status, v_booking_show, v_legs
+      from app.bookings b
+      where b.id = v_scan.booking_id
+        and exists (select 1 from app.booking_seats bs
+                    where bs.booking_id = v_scan.booking_id and bs.seat_id = v_scan.seat_id and not bs.unavailable)
+      for share of b;
+      if not found or v_booking_show <> check_in.show_id then
+        v_row.outcome := 'unknown';
+      elsif v_status <> 'confirmed' then
+        v_row.outcome := 'void';
+      else
+        insert into app.ticket_admissions (show_id, booking_id, seat_id, gate, scanned_at, nonce)
+        values (check_in.show_id, v_scan.booking_id, v_scan.seat_id, v_scan.gate, v_scan.scanned_at, v_scan.nonce)
+        on conflict do nothing;
+        if found then
+          v_row.outcome := 'admitted';
+          -- In the admin's history; the sequencer gives it its position.
+          insert into app.seat_events (show_id, booking_id, type, seat_ids, legs)
+          values (check_in.show_id, v_scan.booking_id, 'admitted', array[v_scan.seat_id], v_legs);
+        else
+          v_row.outcome := 'already-admitted';
+        end if;
+      end if;
+    end if;
+    update app.ticket_scans t set outcome = v_row.outcome
+    where t.show_id = check_in.show_id and t.nonce = v_scan.nonce;
+    v_results[v_scan.n] := app.scan_result(v_row, false);
+  end loop;
+  return to_jsonb(v_results);
+end;
+$$;
+
+
+--
+-- Name: FUNCTION check_in(show_id uuid, scans jsonb); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.check_in(show_id uuid, scans jsonb) IS 'Record scans at a show''s doors: each ticket admitted at most once, each nonce counted once. Returns one result per scan, in order.';
+
+
+--
+-- Name: check_in_counts(uuid); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.check_in_counts(show_id uuid) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog'
+    AS $$
+  -- Tickets are the seats of confirmed bookings; admitted counts those of
+  -- them admitted (a ticket voided after it was admitted is in neither).
+  select jsonb_build_object(
+    'showId', s.id,
+    'tickets', (select count(*) from app.booking_seats bs join app.bookings b on b.id = bs.booking_id
+                where bs.show_id = s.id and bs.active and b.status = 'confirmed'),
+    'admitted', (select count(*) from app.ticket_admissions a join app.bookings b on b.id = a.booking_id
+                 where a.show_id = s.id and b.status = 'confirmed'),
+    'gates', coalesce((
+      select jsonb_agg(jsonb_build_object('gate', g.gate, 'admitted', g.n) order by g.gate)
+      from (select a.gate, count(*) as n from app.ticket_admissions a join app.bookings b on b.id = a.booking_id
+            where a.show_id = s.id and b.status = 'confirmed' group by a.gate) g), '[]'),
+    'refused', (select count(*) from app.ticket_scans t
+                where t.show_id = s.id and t.outcome not in ('admitted', 'pending')))
+  from app.shows s where s.id = check_in_counts.show_id;
+$$;
+
+
+--
+-- Name: FUNCTION check_in_counts(show_id uuid); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.check_in_counts(show_id uuid) IS 'A show''s tickets, admissions (in all and per gate) and refused scans; null for no such show.';
 
 
 --
@@ -1706,6 +1887,64 @@ COMMENT ON FUNCTION app.requested_areas_json(show_id uuid, areas jsonb, legs int
 
 
 --
+-- Name: ticket_scans; Type: TABLE; Schema: app
+--
+
+CREATE TABLE app.ticket_scans (
+    show_id uuid NOT NULL,
+    nonce text NOT NULL,
+    booking_id uuid,
+    seat_id bigint,
+    gate text NOT NULL,
+    scanned_at timestamp with time zone NOT NULL,
+    received_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    outcome text NOT NULL,
+    CONSTRAINT ticket_scans_gate_check CHECK ((((char_length(gate) >= 1) AND (char_length(gate) <= 64)) AND app.is_printable(gate))),
+    CONSTRAINT ticket_scans_nonce_check CHECK ((nonce ~ '^[A-Za-z0-9_-]{8,64}$'::text)),
+    CONSTRAINT ticket_scans_outcome_check CHECK ((outcome = ANY (ARRAY['pending'::text, 'admitted'::text, 'already-admitted'::text, 'void'::text, 'unknown'::text, 'other-show'::text, 'invalid'::text]))),
+    CONSTRAINT ticket_scans_scanned_at_check CHECK (app.is_rfc3339_instant(scanned_at))
+);
+
+
+--
+-- Name: TABLE ticket_scans; Type: COMMENT; Schema: app
+--
+
+COMMENT ON TABLE app.ticket_scans IS 'Every scan that reached the service, with its outcome, by the scanner''s nonce per show.';
+
+
+--
+-- Name: scan_result(app.ticket_scans, boolean); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.scan_result(scan app.ticket_scans, replayed boolean) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog'
+    AS $$
+  -- A scan's answer: its outcome, the ticket's seat, and for an admitted
+  -- ticket its one admission (this scan's, or the first one's).
+  select jsonb_strip_nulls(jsonb_build_object(
+    'nonce', scan.nonce,
+    'outcome', scan.outcome,
+    'replayed', replayed,
+    'bookingId', scan.booking_id,
+    'seat', (select jsonb_build_object('id', s.id, 'label', s.label) from app.seats s
+             where s.id = scan.seat_id and scan.outcome <> 'invalid'),
+    'admission', (select jsonb_build_object('gate', a.gate, 'scannedAt', a.scanned_at, 'admittedAt', a.admitted_at)
+                  from app.ticket_admissions a
+                  where scan.outcome in ('admitted', 'already-admitted')
+                    and a.show_id = scan.show_id and a.booking_id = scan.booking_id and a.seat_id = scan.seat_id)));
+$$;
+
+
+--
+-- Name: FUNCTION scan_result(scan app.ticket_scans, replayed boolean); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.scan_result(scan app.ticket_scans, replayed boolean) IS 'The JSON answer to one scan.';
+
+
+--
 -- Name: seat_blocks(uuid, integer, text, text, bigint, int4range, timestamp with time zone, integer); Type: FUNCTION; Schema: app
 --
 
@@ -2051,10 +2290,15 @@ CREATE FUNCTION app.show_events(show_id uuid, after bigint DEFAULT 0, page_size 
     SET search_path TO 'pg_catalog'
     AS $$
   -- Sequenced events of a show after a position, oldest first. Standing
-  -- units are reported per area, as how many, never one by one.
+  -- units are reported per area, as how many, never one by one. Admissions
+  -- (and their gate) only in the admin's history: when a seat's holder came
+  -- in is nobody else's business, and changes no seat's availability.
   select coalesce(json_agg(
       json_build_object('id', e.position, 'showId', e.show_id, 'type', e.type)::jsonb
       || case when with_bookings then jsonb_build_object('bookingId', e.booking_id) else '{}' end
+      || case when e.type = 'admitted' then jsonb_build_object('gate',
+           (select a.gate from app.ticket_admissions a
+            where a.show_id = e.show_id and a.booking_id = e.booking_id and a.seat_id = e.seat_ids[1])) else '{}' end
       || jsonb_build_object(
         'seats', coalesce((select jsonb_agg(jsonb_build_object('id', s.id, 'label', s.label) order by s.id)
                            from app.seats s where s.id = any(e.seat_ids) and not s.standing), '[]'))
@@ -2071,6 +2315,7 @@ CREATE FUNCTION app.show_events(show_id uuid, after bigint DEFAULT 0, page_size 
   from (
     select * from app.seat_events e
     where e.show_id = show_events.show_id and e.position > after
+      and (with_bookings or e.type <> 'admitted')
     order by e.position
     limit page_size
   ) e;
@@ -2081,7 +2326,7 @@ $$;
 -- Name: FUNCTION show_events(show_id uuid, after bigint, page_size integer, with_bookings boolean); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.show_events(show_id uuid, after bigint, page_size integer, with_bookings boolean) IS 'A page of a show''s sequenced seat events after a position, as JSON, standing units counted per area; booking ids only with with_bookings (the admin history).';
+COMMENT ON FUNCTION app.show_events(show_id uuid, after bigint, page_size integer, with_bookings boolean) IS 'A page of a show''s sequenced seat events after a position, as JSON, standing units counted per area; booking ids and admissions only with with_bookings (the admin history).';
 
 
 --
@@ -2490,7 +2735,7 @@ CREATE TABLE app.seat_events (
     seat_ids bigint[] NOT NULL,
     legs int4range NOT NULL,
     at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
-    CONSTRAINT seat_events_type_check CHECK ((type = ANY (ARRAY['held'::text, 'booked'::text, 'released'::text, 'cancelled'::text, 'expired'::text])))
+    CONSTRAINT seat_events_type_check CHECK ((type = ANY (ARRAY['held'::text, 'booked'::text, 'released'::text, 'cancelled'::text, 'expired'::text, 'admitted'::text])))
 );
 
 
@@ -2592,6 +2837,30 @@ CREATE TABLE app.show_stops (
 --
 
 COMMENT ON TABLE app.show_stops IS 'The ordered stops of a trip; leg i runs from stop i to stop i + 1. A show has none.';
+
+
+--
+-- Name: ticket_admissions; Type: TABLE; Schema: app
+--
+
+CREATE TABLE app.ticket_admissions (
+    show_id uuid NOT NULL,
+    booking_id uuid NOT NULL,
+    seat_id bigint NOT NULL,
+    gate text NOT NULL,
+    scanned_at timestamp with time zone NOT NULL,
+    admitted_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    nonce text NOT NULL,
+    CONSTRAINT ticket_admissions_gate_check CHECK ((((char_length(gate) >= 1) AND (char_length(gate) <= 64)) AND app.is_printable(gate))),
+    CONSTRAINT ticket_admissions_scanned_at_check CHECK (app.is_rfc3339_instant(scanned_at))
+);
+
+
+--
+-- Name: TABLE ticket_admissions; Type: COMMENT; Schema: app
+--
+
+COMMENT ON TABLE app.ticket_admissions IS 'The one admission of each admitted ticket (a booked seat of a booking); the primary key makes a second one impossible.';
 
 
 --
@@ -2736,6 +3005,22 @@ ALTER TABLE ONLY app.shows
 
 ALTER TABLE app.shows
     ADD CONSTRAINT shows_printable CHECK ((app.is_printable(name) AND app.is_printable(venue))) NOT VALID;
+
+
+--
+-- Name: ticket_admissions ticket_admissions_pkey; Type: CONSTRAINT; Schema: app
+--
+
+ALTER TABLE ONLY app.ticket_admissions
+    ADD CONSTRAINT ticket_admissions_pkey PRIMARY KEY (show_id, booking_id, seat_id);
+
+
+--
+-- Name: ticket_scans ticket_scans_pkey; Type: CONSTRAINT; Schema: app
+--
+
+ALTER TABLE ONLY app.ticket_scans
+    ADD CONSTRAINT ticket_scans_pkey PRIMARY KEY (show_id, nonce);
 
 
 --

@@ -10,7 +10,8 @@ import { projectRoot } from '../src/paths.js';
 
 const ADMIN_TOKEN = 'postman-admin-token-0123456789';
 const METRICS_TOKEN = 'postman-metrics-token-0123456789';
-const service = await startLiveService({ NODE_ENV: 'development', ADMIN_TOKEN, METRICS_TOKEN, RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0' });
+const DOOR_TOKEN = 'postman-door-token-0123456789';
+const service = await startLiveService({ NODE_ENV: 'development', ADMIN_TOKEN, METRICS_TOKEN, DOOR_TOKEN, RATE_LIMIT_BOOKINGS: '0', RATE_LIMIT_READS: '0' });
 let code = 1;
 try {
   code = await new Promise<number>((resolve) => {
@@ -22,6 +23,7 @@ try {
         '--env-var', `adminToken=${ADMIN_TOKEN}`,
         '--env-var', `bearerToken=${ADMIN_TOKEN}`,
         '--env-var', `metricsToken=${METRICS_TOKEN}`,
+        '--env-var', `doorToken=${DOOR_TOKEN}`,
         '--reporters', 'cli',
         '--bail', 'failure',
       ],

@@ -1,6 +1,6 @@
 // Credentials, each a bearer token compared in constant time: the admin
-// token, /metrics' own scrape token, and a booking's secret (or the admin
-// token) on that booking's routes.
+// token, /metrics' own scrape token, the door staff's token, and a
+// booking's secret (or the admin token) on that booking's routes.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RequestHandler, Router } from 'express';
 import { ProblemError } from './problem.js';
@@ -36,6 +36,18 @@ export function requireAdmin(token: string, realm = 'admin'): RequestHandler {
     const credential = bearer(req);
     if (!credential) throw missing(realm, `the ${realm} token`, 'token');
     if (!isAdmin(credential)) throw new ProblemError('forbidden', `The ${realm} token is not valid`);
+    next();
+  };
+}
+
+/** Refuses a request without a credential (401) or with none of the tokens (403); for routes two roles may use. */
+export function requireAnyOf(tokens: readonly string[], realm: string): RequestHandler {
+  const matchers = tokens.map(tokenMatcher);
+  return (req, _res, next) => {
+    const credential = bearer(req);
+    if (!credential) throw missing(realm, `the ${realm} token`, 'token');
+    // Every matcher runs, so the time taken does not tell which token matched.
+    if (!matchers.map((matches) => matches(credential)).includes(true)) throw new ProblemError('forbidden', `The ${realm} token is not valid`);
     next();
   };
 }

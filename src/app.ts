@@ -8,8 +8,10 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import helmet from 'helmet';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { randomBytes } from 'node:crypto';
 import { parse } from 'yaml';
-import { adminViewer, bookingCredential, guardRoutes, requireAdmin } from './admin.js';
+import { adminViewer, bookingCredential, guardRoutes, requireAdmin, requireAnyOf } from './admin.js';
+import { checkInRoutes } from './check-in.js';
 import { clientKey } from './client-address.js';
 import { bookingRoutes } from './bookings.js';
 import { defaultBookingLimits, defaultDatabaseTimeouts, defaultIntervals, defaultRateLimit, defaultStreamLimits, type BookingLimits, type StreamLimits } from './config.js';
@@ -25,6 +27,8 @@ import { SeatMaps } from './seat-maps.js';
 import { seatMapPageRoutes } from './seat-map-page.js';
 import { showEventRoutes } from './show-events.js';
 import { showRoutes } from './shows.js';
+import { TicketKeys } from './ticket-codes.js';
+import { ticketRoutes } from './tickets.js';
 
 export interface AppDeps {
   /** Bookings' pool, and every write. */
@@ -53,6 +57,10 @@ export interface AppDeps {
   adminToken: string;
   /** The bearer token that scrapes /metrics; the admin token does not. */
   metricsToken: string;
+  /** The door staff's bearer token: scans tickets and reads check-in counts, nothing else. Absent: no one can scan. */
+  doorToken?: string;
+  /** The keys that sign and verify ticket codes; absent: a fresh key for this app alone (tests and tools). */
+  ticketKeys?: TicketKeys;
   /** Origins allowed to call the API from a browser. */
   corsOrigins?: string[];
   /**
@@ -91,6 +99,9 @@ export function makeApp({
   streams = {},
   adminToken,
   metricsToken,
+  // Absent, no credential can match: check-in is closed.
+  doorToken = randomBytes(32).toString('base64url'),
+  ticketKeys = new TicketKeys(TicketKeys.generatePem()),
   corsOrigins = [],
   // Off unless given: tests and tools build apps that must not be limited.
   rateLimit: limits = { max: 0, windowMs: defaultRateLimit.windowMs },
@@ -138,6 +149,9 @@ export function makeApp({
   guardRoutes(guards, contract(), {
     adminToken: requireAdmin(adminToken),
     metricsToken: requireAdmin(metricsToken, 'metrics'),
+    // Only door staff scan (the admin token cannot); both read the counts.
+    doorToken: requireAdmin(doorToken, 'door'),
+    'adminToken or doorToken': requireAnyOf([doorToken, adminToken], 'door'),
     'adminToken or bookingSecret': (req, _res, next) => {
       bookingAccess(req);
       next();
@@ -171,6 +185,8 @@ export function makeApp({
   const streamClient = (req: Parameters<typeof clientKey>[0]) => clientKey(req, { header: clientAddressHeader });
   app.use(showEventRoutes(readPool, reads, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
   app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads));
+  app.use(ticketRoutes(pool, ticketKeys, adminToken));
+  app.use(checkInRoutes(pool, ticketKeys));
   app.use(notFound);
   app.use(problemHandler(bodyLimit));
   return app;

@@ -6,6 +6,8 @@ import createClient, { type Client } from 'openapi-fetch';
 import type { paths } from './generated/api.js';
 
 export type { components, operations, paths } from './generated/api.js';
+// Offline verification of ticket codes is 'ticket-booking/tickets' (it needs
+// node:crypto; this client also runs in browsers).
 
 export interface BookingClientOptions {
   /** Sent as a bearer token, for admin operations. */
@@ -20,6 +22,14 @@ export interface BookingClientOptions {
  */
 export function bookingSecret(secret: string): { Authorization: string } {
   return { Authorization: `Bearer ${secret}` };
+}
+
+/**
+ * The headers of check-in at the door (scans, uploads, counts): the door staff's token.
+ *   api.POST('/api/shows/{showId}/check-ins', { params: { path: { showId } }, headers: doorToken(token), body: { … } })
+ */
+export function doorToken(token: string): { Authorization: string } {
+  return { Authorization: `Bearer ${token}` };
 }
 
 export function createBookingClient(baseUrl: string, options: BookingClientOptions = {}): Client<paths> {

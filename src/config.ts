@@ -1,5 +1,7 @@
 // Configuration is read and validated once, at start. A bad value stops the
 // process with a message that names the variable.
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+
 export type NodeEnv = 'development' | 'production' | 'test';
 
 export interface Config extends Intervals {
@@ -26,6 +28,12 @@ export interface Config extends Intervals {
   adminToken: string | undefined;
   /** Bearer token for scraping /metrics, never the admin token; absent in development means "generate one". */
   metricsToken: string | undefined;
+  /** Bearer token for check-in at the doors, and nothing else; absent in development means "generate one". */
+  doorToken: string | undefined;
+  /** The Ed25519 key that signs ticket codes (PKCS#8 PEM); absent outside production means "generate one" (persisted in development). */
+  ticketSigningKey: string | undefined;
+  /** Public keys of earlier signing keys whose codes still verify (raw 32 bytes, base64url, as the key set's `x`). */
+  ticketPreviousKeys: string[];
   /** Origins allowed to call the API from a browser; empty: no CORS headers. */
   corsOrigins: string[];
   /** Booking creations and reads of shows per client per window; 0 turns a limit off. */
@@ -190,6 +198,9 @@ export function readConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     adminToken: readToken(env, 'ADMIN_TOKEN', nodeEnv),
     metricsToken: readMetricsToken(env, nodeEnv),
+    doorToken: readDoorToken(env, nodeEnv),
+    ticketSigningKey: readSigningKey(env, nodeEnv),
+    ticketPreviousKeys: readPreviousKeys(env),
     corsOrigins: readOrigins(env),
     rateLimit: {
       max: integer(env, 'RATE_LIMIT_BOOKINGS', defaultRateLimit.max, 0, 1_000_000),
@@ -251,6 +262,47 @@ function readMetricsToken(env: NodeJS.ProcessEnv, nodeEnv: NodeEnv): string | un
   const token = readToken(env, 'METRICS_TOKEN', nodeEnv);
   if (token !== undefined && token === env.ADMIN_TOKEN) throw new ConfigError('METRICS_TOKEN', 'must differ from ADMIN_TOKEN');
   return token;
+}
+
+// Door staff scan tickets and do nothing else: their token opens no admin route.
+function readDoorToken(env: NodeJS.ProcessEnv, nodeEnv: NodeEnv): string | undefined {
+  const token = readToken(env, 'DOOR_TOKEN', nodeEnv);
+  if (token !== undefined && (token === env.ADMIN_TOKEN || token === env.METRICS_TOKEN)) {
+    throw new ConfigError('DOOR_TOKEN', 'must differ from ADMIN_TOKEN and METRICS_TOKEN');
+  }
+  return token;
+}
+
+/** An Ed25519 private key as PKCS#8 PEM (newlines may be written \n), or its DER in base64; answered as PEM. */
+function readSigningKey(env: NodeJS.ProcessEnv, nodeEnv: NodeEnv): string | undefined {
+  const raw = env.TICKET_SIGNING_KEY?.trim();
+  if (!raw) {
+    if (nodeEnv === 'production') throw new ConfigError('TICKET_SIGNING_KEY', 'is required in production (an Ed25519 private key, PKCS#8 PEM)');
+    return undefined;
+  }
+  let key: KeyObject;
+  try {
+    key = raw.startsWith('-----')
+      ? createPrivateKey(raw.replaceAll('\\n', '\n'))
+      : createPrivateKey({ key: Buffer.from(raw, 'base64'), format: 'der', type: 'pkcs8' });
+  } catch {
+    throw new ConfigError('TICKET_SIGNING_KEY', 'is not a private key in PKCS#8 PEM or base64 DER');
+  }
+  if (key.asymmetricKeyType !== 'ed25519') {
+    throw new ConfigError('TICKET_SIGNING_KEY', `must be an Ed25519 key, got ${key.asymmetricKeyType ?? 'another kind'}`);
+  }
+  return key.export({ format: 'pem', type: 'pkcs8' }).toString();
+}
+
+function readPreviousKeys(env: NodeJS.ProcessEnv): string[] {
+  const raw = env.TICKET_PREVIOUS_KEYS?.trim();
+  if (!raw) return [];
+  return raw.split(',').map((key) => key.trim()).filter(Boolean).map((key) => {
+    if (!/^[A-Za-z0-9_-]{43}$/.test(key) || Buffer.from(key, 'base64url').length !== 32) {
+      throw new ConfigError('TICKET_PREVIOUS_KEYS', `must list Ed25519 public keys as 43 base64url characters (a key set's "x"), got "${key}"`);
+    }
+    return key;
+  });
 }
 
 function readHeaderName(env: NodeJS.ProcessEnv, name: string): string | undefined {

@@ -14,6 +14,7 @@ import { prepareRateLimitStore } from './rate-limits.js';
 import { ReplicaMonitor } from './replica.js';
 import { SeatEventHub } from './seat-events.js';
 import { startSweeper } from './sweeper.js';
+import { keptSigningKey, TicketKeys } from './ticket-codes.js';
 
 // A .env beside the project fills in what the environment leaves unset
 // (variables already set win), as .env.example describes.
@@ -97,11 +98,29 @@ const replica = replicaConfig
     )
   : undefined;
 await replica?.start();
+
+/**
+ * Without TICKET_SIGNING_KEY (never in production): in development, a key
+ * kept beside the embedded database's data, so tickets given out stay valid
+ * across restarts; otherwise (tests) a key for this run.
+ */
+function developmentSigningKey(nodeEnv: string): string {
+  if (nodeEnv !== 'development') return TicketKeys.generatePem();
+  const file = `${projectRoot}.data/ticket-signing-key.pem`;
+  const { pem, created } = keptSigningKey(file);
+  if (created) process.stdout.write(`Ticket signing key made for development in ${file} (set TICKET_SIGNING_KEY in production)\n`);
+  return pem;
+}
+
 // Development without ADMIN_TOKEN: a token for this run, shown once.
 const adminToken = config.adminToken ?? randomBytes(24).toString('base64url');
 if (!config.adminToken) process.stdout.write(`Admin token for this run (set ADMIN_TOKEN to choose one): ${adminToken}\n`);
 const metricsToken = config.metricsToken ?? randomBytes(24).toString('base64url');
 if (!config.metricsToken) process.stdout.write(`Metrics token for this run (set METRICS_TOKEN to choose one): ${metricsToken}\n`);
+const doorToken = config.doorToken ?? randomBytes(24).toString('base64url');
+if (!config.doorToken) process.stdout.write(`Door token for this run (set DOOR_TOKEN to choose one): ${doorToken}\n`);
+const ticketKeys = new TicketKeys(config.ticketSigningKey ?? developmentSigningKey(config.nodeEnv), config.ticketPreviousKeys);
+logger.info({ kid: ticketKeys.signingKeyId }, 'ticket codes are signed with this key');
 const events = new SeatEventHub(pool, logger, { sequenceIntervalMs: config.sequenceIntervalMs, listenUrl: directUrl });
 await events.start();
 const app = makeApp({
@@ -117,6 +136,8 @@ const app = makeApp({
   streams: config.streams,
   adminToken,
   metricsToken,
+  doorToken,
+  ticketKeys,
   corsOrigins: config.corsOrigins,
   rateLimit: config.rateLimit,
   trustProxy: config.trustProxy,

@@ -2,6 +2,7 @@
 // here, in-process, with an error that names its variable. That the entry
 // point turns such an error into exit code 78 is checked once, by starting
 // it (tests/service.test.ts).
+import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, defaultBookingLimits, defaultIntervals, defaultStreamLimits, readConfig } from '../src/config.js';
 import { ADMIN_TOKEN, METRICS_TOKEN } from './support.js';
@@ -20,6 +21,12 @@ describe('the configuration', () => {
     [{ ADMIN_TOKEN: 'short' }, 'ADMIN_TOKEN'],
     [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', METRICS_TOKEN: '' }, 'METRICS_TOKEN'],
     [{ METRICS_TOKEN: ADMIN_TOKEN }, 'METRICS_TOKEN'],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', DOOR_TOKEN: '' }, 'DOOR_TOKEN'],
+    [{ DOOR_TOKEN: ADMIN_TOKEN }, 'DOOR_TOKEN'],
+    [{ NODE_ENV: 'production', DATABASE_URL: 'postgres://localhost:1/none', DOOR_TOKEN: 'door-token-0123456789', TICKET_SIGNING_KEY: '' }, 'TICKET_SIGNING_KEY'],
+    [{ TICKET_SIGNING_KEY: 'not a key' }, 'TICKET_SIGNING_KEY'],
+    [{ TICKET_SIGNING_KEY: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'pem', type: 'pkcs8' }).toString() }, 'TICKET_SIGNING_KEY'],
+    [{ TICKET_PREVIOUS_KEYS: 'short' }, 'TICKET_PREVIOUS_KEYS'],
     [{ CLIENT_ADDRESS_HEADER: 'cf connecting ip' }, 'CLIENT_ADDRESS_HEADER'],
     [{ RATE_LIMIT_READS: 'many' }, 'RATE_LIMIT_READS'],
     [{ CORS_ORIGINS: 'https://tickets.example.com/path' }, 'CORS_ORIGINS'],

@@ -40,12 +40,15 @@ export function testPool(max = 10): pg.Pool {
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 /** The Authorization header for admin operations. */
 export const admin = { Authorization: `Bearer ${ADMIN_TOKEN}` };
+export const DOOR_TOKEN = 'test-door-token-0123456789';
+/** The Authorization header for scanning tickets at the door. */
+export const door = { Authorization: `Bearer ${DOOR_TOKEN}` };
 export const METRICS_TOKEN = 'test-metrics-token-0123456789';
 /** The Authorization header for scraping /metrics. */
 export const scraper = { Authorization: `Bearer ${METRICS_TOKEN}` };
 
 type AppOptions = Partial<
-  Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits' | 'trustProxy' | 'clientAddressHeader'>
+  Pick<Parameters<typeof makeApp>[0], 'heartbeatMs' | 'rateLimit' | 'corsOrigins' | 'bookingLimits' | 'trustProxy' | 'clientAddressHeader' | 'ticketKeys'>
 >;
 
 /** The service's booking limits without the hold limits, which the tests that prove them set. */
@@ -64,6 +67,7 @@ export async function testApp(pool: pg.Pool, options: AppOptions = {}): Promise<
     events,
     adminToken: ADMIN_TOKEN,
     metricsToken: METRICS_TOKEN,
+    doorToken: DOOR_TOKEN,
     bookingLimits: unlimitedHolds,
     ...options,
   });

@@ -124,7 +124,8 @@ export interface paths {
          *       `nextAfter` as `after` for the next page.
          *
          *     Events name seats, never bookings or customers. With the admin token,
-         *     the JSON history also names each event's `bookingId`: the show's audit log.
+         *     the JSON history also names each event's `bookingId`, and holds each
+         *     admission at the door (`admitted`, with its `gate`): the show's audit log.
          *
          *     An `after` or `Last-Event-ID` beyond the show's newest event is a 400:
          *     no such event exists to continue from.
@@ -279,6 +280,159 @@ export interface paths {
          *     Needs the booking's secret (or the admin token), as `getBooking` does.
          */
         post: operations["cancelBooking"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bookings/{bookingId}/tickets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List a booking's tickets
+         * @description One ticket per booked seat, once the booking is confirmed, each with
+         *     its signed `code` (shown at the door, also as a QR image) and its
+         *     check-in state: `valid`, `admitted` (with when and at which gate), or
+         *     `void` once the booking is cancelled (a void ticket has no code, and
+         *     its old code is refused at the door). A hold that was never confirmed
+         *     has no tickets. Needs the booking's secret, or the admin token.
+         *
+         *     The code is base64url (no padding) of: a version byte (1); the 8-byte
+         *     id of the signing key (`kid` in `getTicketKeys`); the show id, the
+         *     booking id (16 bytes each); the seat id (8 bytes, big-endian); the
+         *     seat label's length (2 bytes, big-endian) and the label in UTF-8; and
+         *     an Ed25519 signature of all the bytes before it. A scanner verifies it
+         *     offline with the published keys.
+         */
+        get: operations["listBookingTickets"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/bookings/{bookingId}/tickets/{seatId}/qr": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a ticket's code as a QR image
+         * @description The ticket of this booked seat as an SVG QR code (error correction
+         *     level M) that holds exactly its `code`. Only a valid or admitted
+         *     ticket has one; a void ticket, or a seat the booking does not have,
+         *     is a 404 `ticket-not-found`. Needs the booking's secret, or the admin token.
+         */
+        get: operations["getTicketQrCode"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/tickets/keys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get the keys that verify ticket codes
+         * @description The public keys that ticket codes are signed with, as a JSON Web Key
+         *     Set (RFC 7517) of Ed25519 keys (RFC 8037: `kty` `OKP`, `crv`
+         *     `Ed25519`, the raw public key in `x`). `kid` is the base64url of the
+         *     first 8 bytes of the key's RFC 7638 thumbprint, the same 8 bytes a
+         *     code carries after its version byte. The first key signs new codes;
+         *     the others are earlier keys whose codes still verify while they are
+         *     rotated out. Scanners fetch this before the doors open and verify
+         *     codes offline.
+         */
+        get: operations["getTicketKeys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/shows/{showId}/check-ins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Count a show's check-ins
+         * @description The show's tickets (the seats of its confirmed bookings), how many of
+         *     them have been admitted, per gate too, and how many scans were
+         *     refused. Needs the door token or the admin token. Each admission is
+         *     also in the admin's event history (`getShowEvents`, type `admitted`).
+         */
+        get: operations["getCheckInCounts"];
+        put?: never;
+        /**
+         * Scan a ticket at a door
+         * @description Admits the ticket whose code was scanned, exactly once. Needs the door
+         *     token (the admin token cannot scan).
+         *
+         *     * **200** `admitted`: let them in.
+         *     * **409** `ticket-already-admitted`: the ticket was admitted before;
+         *       `admission` says when (`scannedAt`, `admittedAt`) and at which
+         *       `gate`. When two gates scan one ticket at the same instant, one is
+         *       admitted and the other gets this.
+         *     * **409** `ticket-void`: the booking was cancelled.
+         *     * **422** `ticket-other-show`: a valid ticket of another show.
+         *     * **404** `ticket-not-found`: a correctly signed code of no ticket.
+         *     * **422** `ticket-invalid`: not a ticket code of this service (forged,
+         *       altered, malformed, or signed with a key it does not know).
+         *
+         *     Each problem also carries the `outcome` a batch upload would report.
+         *     A `nonce` makes a retry safe: a scan sent again with the same nonce is
+         *     answered as the first time (`replayed: true`) and counted once; the
+         *     same nonce with another ticket is a 422 `scan-nonce-reused`.
+         */
+        post: operations["checkInTicket"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/shows/{showId}/check-ins/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Upload scans made offline
+         * @description Scans a scanner made while it was offline (it verified their codes
+         *     with the published keys), uploaded later, up to 500 at once. Each
+         *     scan carries its own `nonce`: a scan uploaded again, in this batch
+         *     or any later one, is answered as the first time (`replayed: true`)
+         *     and counted once. Scans are recorded in the order given, each with
+         *     its `outcome`, as `checkInTicket` would answer it. A ticket admitted
+         *     offline at two gates is admitted once, by whichever upload reaches
+         *     the service first; the other is `already-admitted`. Needs the door token.
+         */
+        post: operations["uploadCheckIns"];
         delete?: never;
         options?: never;
         head?: never;
@@ -548,9 +702,11 @@ export interface components {
          * @description `held`: a hold began. `booked`: a booking was confirmed. `released`: a
          *     hold was cancelled. `cancelled`: a confirmed booking was cancelled.
          *     `expired`: a hold lapsed. The seats of the last three are free again.
+         *     `admitted`: a ticket was admitted at the door (only in the admin's
+         *     history, with its `gate`).
          * @enum {string}
          */
-        SeatEventType: "held" | "booked" | "released" | "cancelled" | "expired";
+        SeatEventType: "held" | "booked" | "released" | "cancelled" | "expired" | "admitted";
         SeatEvent: {
             /** @description Increases in the order the changes committed. */
             id: number;
@@ -562,6 +718,8 @@ export interface components {
              * @description Only in the admin's history (with the admin token); the public feed names seats, never bookings.
              */
             bookingId?: string;
+            /** @description With `admitted`, the gate that admitted the ticket. */
+            gate?: string;
             seats: components["schemas"]["SeatRef"][];
             /** @description Standing admissions the change concerns, counted per area; absent when none. */
             areas?: components["schemas"]["AreaCount"][];
@@ -795,6 +953,149 @@ export interface components {
             unknownSeats?: (string | number)[];
             unknownAreas?: string[];
         };
+        /** @description An Ed25519 public key as a JSON Web Key (RFC 8037). */
+        TicketPublicKey: {
+            /** @enum {string} */
+            kty: "OKP";
+            /** @enum {string} */
+            crv: "Ed25519";
+            /** @description The 32-byte public key, base64url. */
+            x: string;
+            /** @description The first 8 bytes of the key's RFC 7638 thumbprint, base64url; a code carries the same 8 bytes. */
+            kid: string;
+            /** @enum {string} */
+            use?: "sig";
+            /** @enum {string} */
+            alg?: "EdDSA";
+        };
+        /** @description A JSON Web Key Set (RFC 7517); the first key signs new codes. */
+        TicketKeySet: {
+            keys: components["schemas"]["TicketPublicKey"][];
+        };
+        TicketSeat: {
+            /** Format: int64 */
+            id: number;
+            label: string;
+            section: string;
+            row: string;
+            number: number;
+            category: string;
+        };
+        /** @description A ticket's one admission. */
+        Admission: {
+            gate: string;
+            /**
+             * Format: date-time
+             * @description When the scanner saw the ticket, by its clock.
+             */
+            scannedAt: string;
+            /**
+             * Format: date-time
+             * @description When the service recorded the admission (later than `scannedAt` for an offline scan).
+             */
+            admittedAt: string;
+        };
+        /**
+         * @description `valid`: not yet admitted. `admitted`: let in (once). `void`: the
+         *     booking was cancelled; the ticket admits no one.
+         * @enum {string}
+         */
+        TicketStatus: "valid" | "admitted" | "void";
+        Ticket: {
+            /** @description The ticket's id, `<booking id>.<seat id>`. */
+            id: string;
+            seat: components["schemas"]["TicketSeat"];
+            status: components["schemas"]["TicketStatus"];
+            /** @description The signed code to show at the door; absent on a void ticket. */
+            code?: string;
+            /**
+             * Format: uri-reference
+             * @description The path of the code as a QR image (SVG); absent on a void ticket.
+             */
+            qrCode?: string;
+            admission?: components["schemas"]["Admission"];
+        };
+        TicketList: {
+            /** Format: uuid */
+            bookingId: string;
+            /** Format: uuid */
+            showId: string;
+            bookingStatus: components["schemas"]["BookingStatus"];
+            tickets: components["schemas"]["Ticket"][];
+        };
+        /** @description The gate or door that scanned, as the door staff name it. */
+        Gate: string;
+        /** @description The scanner's own id for this scan (a UUID will do); a scan sent again with it counts once. */
+        ScanNonce: string;
+        /** @description A ticket's `code`, as scanned. */
+        TicketCode: string;
+        Scan: {
+            code: components["schemas"]["TicketCode"];
+            gate: components["schemas"]["Gate"];
+            scannedAt: components["schemas"]["Instant"];
+            nonce?: components["schemas"]["ScanNonce"];
+        };
+        OfflineScan: {
+            code: components["schemas"]["TicketCode"];
+            gate: components["schemas"]["Gate"];
+            scannedAt: components["schemas"]["Instant"];
+            nonce: components["schemas"]["ScanNonce"];
+        };
+        ScanBatch: {
+            scans: components["schemas"]["OfflineScan"][];
+        };
+        /**
+         * @description `admitted`: let in. `already-admitted`: admitted before (`admission`
+         *     says when and where). `void`: the booking was cancelled.
+         *     `other-show`: a ticket of another show. `unknown`: a correctly signed
+         *     code of no ticket. `invalid`: not a ticket code of this service.
+         *     `nonce-reused`: the nonce was sent before with another ticket.
+         * @enum {string}
+         */
+        ScanOutcome: "admitted" | "already-admitted" | "void" | "other-show" | "unknown" | "invalid" | "nonce-reused";
+        ScanResult: {
+            nonce: string;
+            outcome: components["schemas"]["ScanOutcome"];
+            /** @description This scan was sent before with this nonce; this is that answer, counted once. */
+            replayed: boolean;
+            /** Format: uuid */
+            bookingId?: string;
+            seat?: components["schemas"]["SeatRef"];
+            admission?: components["schemas"]["Admission"];
+        };
+        ScanBatchResult: {
+            results: components["schemas"]["ScanResult"][];
+            /** @description Scans of this upload that admitted a ticket (replays not counted). */
+            admitted: number;
+            /** @description Scans of this upload that were refused (replays not counted). */
+            refused: number;
+            /** @description Scans that had been uploaded before. */
+            replayed: number;
+        };
+        CheckInCounts: {
+            /** Format: uuid */
+            showId: string;
+            /** @description The seats of the show's confirmed bookings. */
+            tickets: number;
+            /** @description Tickets admitted (of those still valid). */
+            admitted: number;
+            gates: {
+                gate: string;
+                admitted: number;
+            }[];
+            /** @description Scans refused, each counted once. */
+            refused: number;
+        };
+        /** @description A ticket refused at the door (a Problem with the scan's `outcome`, and the first `admission` of an admitted ticket). */
+        ScanProblem: components["schemas"]["Problem"] & {
+            outcome: components["schemas"]["ScanOutcome"];
+            nonce?: string;
+            replayed?: boolean;
+            /** Format: uuid */
+            bookingId?: string;
+            seat?: components["schemas"]["SeatRef"];
+            admission?: components["schemas"]["Admission"];
+        };
     };
     responses: {
         /** @description The request does not match the contract. */
@@ -939,6 +1240,33 @@ export interface components {
             };
             content: {
                 "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The ticket was already admitted (when and where in `admission`), or is void. */
+        ScanRefused: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["ScanProblem"];
+            };
+        };
+        /** @description Not a ticket code of this service, a ticket of another show, or a nonce sent before with another ticket. */
+        ScanInvalid: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["ScanProblem"] | components["schemas"]["ValidationProblem"];
+            };
+        };
+        /** @description No such show, or a correctly signed code of no ticket. */
+        ScanNotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["ScanProblem"] | components["schemas"]["Problem"];
             };
         };
         /** @description Any other problem, such as an unsupported method (405) or the database being unavailable (503). */
@@ -1516,6 +1844,204 @@ export interface operations {
             409: components["responses"]["InvalidTransition"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    listBookingTickets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The booking's id.
+                 * @example 5d0c8f0a-3b8e-4c3a-9a8e-2f4b6c1d7e90
+                 */
+                bookingId: components["parameters"]["BookingId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The booking's tickets. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TicketList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getTicketQrCode: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The booking's id.
+                 * @example 5d0c8f0a-3b8e-4c3a-9a8e-2f4b6c1d7e90
+                 */
+                bookingId: components["parameters"]["BookingId"];
+                /**
+                 * @description The booked seat's id (`seat.id` of the ticket).
+                 * @example 1
+                 */
+                seatId: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The QR code. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "image/svg+xml": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getTicketKeys: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The key set. */
+            200: {
+                headers: {
+                    /** @description `public, max-age=300`: keys change only at a rotation. */
+                    "Cache-Control"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TicketKeySet"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    getCheckInCounts: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The show's id.
+                 * @example 0b6a3c1e-6f3e-4a57-9a52-1f0e2b7d9c11
+                 */
+                showId: components["parameters"]["ShowId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckInCounts"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["ReadsRateLimited"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    checkInTicket: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The show's id.
+                 * @example 0b6a3c1e-6f3e-4a57-9a52-1f0e2b7d9c11
+                 */
+                showId: components["parameters"]["ShowId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Scan"];
+            };
+        };
+        responses: {
+            /** @description Admitted. */
+            200: {
+                headers: {
+                    "Idempotent-Replayed": components["headers"]["IdempotentReplayed"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScanResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["ScanNotFound"];
+            409: components["responses"]["ScanRefused"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["ScanInvalid"];
+            default: components["responses"]["Problem"];
+        };
+    };
+    uploadCheckIns: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /**
+                 * @description The show's id.
+                 * @example 0b6a3c1e-6f3e-4a57-9a52-1f0e2b7d9c11
+                 */
+                showId: components["parameters"]["ShowId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ScanBatch"];
+            };
+        };
+        responses: {
+            /** @description Each scan's result, in the order given, and the batch's counts. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScanBatchResult"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
             default: components["responses"]["Problem"];
         };
     };

@@ -40,6 +40,8 @@ const statusAfter: Record<SeatEventType, SeatStatus> = {
   released: 'available',
   cancelled: 'available',
   expired: 'available',
+  // Only in the admin's history, never in this public feed: the seat stays booked.
+  admitted: 'booked',
 };
 
 const seats = new Map<number, Seat>();

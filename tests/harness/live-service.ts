@@ -1,6 +1,7 @@
 // The built service, started as in production on a fresh embedded
 // PostgreSQL, for the benchmark, the Postman contract run and the stream check.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/embedded-postgres.js';
 import { runMigrations } from '../../src/migrate.js';
 import { projectRoot } from '../../src/paths.js';
+import { TicketKeys } from '../../src/ticket-codes.js';
 
 export interface LiveService {
   base: string;
@@ -55,7 +57,12 @@ export async function startLiveService(
     await runMigrations(databaseUrl, () => {});
     const port = await freePort();
     service = spawn(process.execPath, [...nodeArgs, `${projectRoot}dist/main.js`], {
-      env: { ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false', ...env },
+      env: {
+        ...process.env, DATABASE_URL: databaseUrl, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', MIGRATE_ON_START: 'false',
+        // Production requires both; a run that does not scan needs none of its own.
+        DOOR_TOKEN: `live-door-token-${randomBytes(12).toString('hex')}`, TICKET_SIGNING_KEY: TicketKeys.generatePem(),
+        ...env,
+      },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     const base = `http://127.0.0.1:${port}`;

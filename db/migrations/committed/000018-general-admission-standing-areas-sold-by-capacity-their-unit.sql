@@ -1,5 +1,5 @@
---! Previous: sha1:237cd00785376c5c74ff6f55aba755f971892691
---! Hash: sha1:aaa2db13af7c0c4b4b9762827d69715225917919
+--! Previous: sha1:a88f3fa3726d0b81621a58583dbbb2955b273217
+--! Hash: sha1:c9ca653eba1e0990f20cd4e80fc0906f4cb6c53b
 --! Message: General admission: standing areas sold by capacity, their units rows of seats taken with SKIP LOCKED
 
 -- General admission: standing areas sold by capacity, beside seated sections.
@@ -972,10 +972,15 @@ language sql stable
 set search_path = pg_catalog
 as $$
   -- Sequenced events of a show after a position, oldest first. Standing
-  -- units are reported per area, as how many, never one by one.
+  -- units are reported per area, as how many, never one by one. Admissions
+  -- (and their gate) only in the admin's history: when a seat's holder came
+  -- in is nobody else's business, and changes no seat's availability.
   select coalesce(json_agg(
       json_build_object('id', e.position, 'showId', e.show_id, 'type', e.type)::jsonb
       || case when with_bookings then jsonb_build_object('bookingId', e.booking_id) else '{}' end
+      || case when e.type = 'admitted' then jsonb_build_object('gate',
+           (select a.gate from app.ticket_admissions a
+            where a.show_id = e.show_id and a.booking_id = e.booking_id and a.seat_id = e.seat_ids[1])) else '{}' end
       || jsonb_build_object(
         'seats', coalesce((select jsonb_agg(jsonb_build_object('id', s.id, 'label', s.label) order by s.id)
                            from app.seats s where s.id = any(e.seat_ids) and not s.standing), '[]'))
@@ -992,9 +997,10 @@ as $$
   from (
     select * from app.seat_events e
     where e.show_id = show_events.show_id and e.position > after
+      and (with_bookings or e.type <> 'admitted')
     order by e.position
     limit page_size
   ) e;
 $$;
 comment on function app.show_events(uuid, bigint, integer, boolean) is
-  'A page of a show''s sequenced seat events after a position, as JSON, standing units counted per area; booking ids only with with_bookings (the admin history).';
+  'A page of a show''s sequenced seat events after a position, as JSON, standing units counted per area; booking ids and admissions only with with_bookings (the admin history).';
