@@ -6,11 +6,14 @@ import request from 'supertest';
 import { describe, expect, inject, it } from 'vitest';
 import { doubleBookedSeats } from '../bench/invariants.js';
 import { defaultBookingLimits } from '../src/config.js';
+import type { components } from '../src/generated/api.js';
+import { TicketKeys } from '../src/ticket-codes.js';
 import {
   admin,
   bookingCounts,
   createShow,
   customer,
+  door,
   owner,
   testApp,
   testPool,
@@ -356,5 +359,48 @@ describe('the event log of an area', () => {
     for (const item of items) expect(item).not.toHaveProperty('bookingId');
     const history = (await request(app).get(`/api/shows/${show.id}/events`).set(admin).expect(200)).body.items;
     expect(history[0]).toMatchObject({ bookingId: held.id, areas: [{ name: 'Floor', quantity: 3 }] });
+  });
+});
+
+describe('tickets for standing admissions', () => {
+  it('gives one ticket per admission, named by its area without a row, admitted once at the door and counted per area in the admin history', async () => {
+    const ticketing = await testApp(pool, { ticketKeys: new TicketKeys(TicketKeys.generatePem()) });
+    const show = await createShow(ticketing, concert(10));
+    const booking: CreatedBooking = (
+      await request(ticketing)
+        .post('/api/bookings')
+        .send({ showId: show.id, seatLabels: ['Stalls-A-1'], areas: [{ name: 'Floor', quantity: 2 }], customer: customer() })
+        .expect(201)
+    ).body;
+    const list: components['schemas']['TicketList'] = (
+      await request(ticketing).get(`/api/bookings/${booking.id}/tickets`).set(owner(booking)).expect(200)
+    ).body;
+    expect(list.tickets).toHaveLength(3);
+    const standing = list.tickets.filter((ticket) => ticket.seat.section === 'Floor');
+    expect(standing).toHaveLength(2);
+    for (const ticket of standing) {
+      expect(ticket.seat).not.toHaveProperty('row');
+      expect(ticket.seat.label).toMatch(/^Floor-\d+$/);
+      expect(ticket).toMatchObject({ status: 'valid', seat: { category: 'standing' } });
+    }
+    const path = `/api/shows/${show.id}/check-ins`;
+    const scan = { code: standing[0]?.code, gate: 'North', scannedAt: new Date().toISOString() };
+    const first = await request(ticketing).post(path).set(door).send(scan).expect(200);
+    expect(first.body).toMatchObject({ outcome: 'admitted', seat: { label: standing[0]?.seat.label } });
+    await request(ticketing).post(path).set(door).send({ ...scan, gate: 'South' }).expect(409);
+
+    let history: Array<Record<string, unknown>> = [];
+    for (let tries = 0; tries < 50 && !history.some((item) => item.type === 'admitted'); tries += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      history = (await request(ticketing).get(`/api/shows/${show.id}/events`).set(admin).expect(200)).body.items;
+    }
+    expect(history.find((item) => item.type === 'admitted')).toMatchObject({
+      bookingId: booking.id,
+      gate: 'North',
+      seats: [],
+      areas: [{ name: 'Floor', quantity: 1 }],
+    });
+    const feed: Array<Record<string, unknown>> = (await request(ticketing).get(`/api/shows/${show.id}/events`).expect(200)).body.items;
+    expect(feed.map((item) => item.type)).toEqual(['booked']);
   });
 });

@@ -972,12 +972,18 @@ export interface components {
         TicketKeySet: {
             keys: components["schemas"]["TicketPublicKey"][];
         };
+        /**
+         * @description The seat a ticket admits to. A ticket for a standing area admits one
+         *     person to the area: its `section` is the area's name, its `label`
+         *     `<area>-<n>`, and it has no `row`.
+         */
         TicketSeat: {
             /** Format: int64 */
             id: number;
             label: string;
             section: string;
-            row: string;
+            /** @description Absent on a ticket for a standing area. */
+            row?: string;
             number: number;
             category: string;
         };
