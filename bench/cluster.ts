@@ -20,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
 import { runMigrations } from '../src/migrate.js';
 import { projectRoot } from '../src/paths.js';
+import { TicketKeys } from '../src/ticket-codes.js';
 
 export const HAPROXY = '/usr/sbin/haproxy';
 /** How long a drained instance keeps serving before SIGTERM: requests already on their way arrive. */
@@ -64,6 +65,7 @@ export interface Cluster {
   readonly databaseUrl: string;
   readonly adminToken: string;
   readonly metricsToken: string;
+  readonly doorToken: string;
   readonly instances: readonly Instance[];
   readonly proxyPid: number | undefined;
   /**
@@ -210,6 +212,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
 
     const adminToken = options.env?.ADMIN_TOKEN ?? randomBytes(18).toString('base64url');
     const metricsToken = options.env?.METRICS_TOKEN ?? randomBytes(18).toString('base64url');
+    const doorToken = options.env?.DOOR_TOKEN ?? randomBytes(18).toString('base64url');
+    // Every instance signs tickets with one key, as a deployment's would.
+    const ticketSigningKey = options.env?.TICKET_SIGNING_KEY ?? TicketKeys.generatePem();
     const env: Record<string, string> = {
       NODE_ENV: 'production',
       HOST: '127.0.0.1',
@@ -220,6 +225,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       DATABASE_DIRECT_URL: directUrl,
       ADMIN_TOKEN: adminToken,
       METRICS_TOKEN: metricsToken,
+      DOOR_TOKEN: doorToken,
+      TICKET_SIGNING_KEY: ticketSigningKey,
       ...options.env,
     };
 
@@ -338,6 +345,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       databaseUrl,
       adminToken,
       metricsToken,
+      doorToken,
       instances: members.map(view),
       proxyPid: proxy.pid,
       async stopInstance(index, { signal = 'SIGTERM', drain = true } = {}) {
@@ -389,6 +397,7 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
       ...cluster.instances.map((i) => `  ${i.name}: ${i.base} (pid ${i.pid})`),
       `ADMIN_TOKEN=${cluster.adminToken}`,
       `METRICS_TOKEN=${cluster.metricsToken}`,
+      `DOOR_TOKEN=${cluster.doorToken}`,
       'Ctrl-C stops the proxy, the instances and (when embedded) the database.',
       '',
     ].join('\n'),
