@@ -1,6 +1,6 @@
 // The seat map page (/seat-map/), opened in a real headless browser
 // (Debian's chromium): it follows bookings made elsewhere through the API,
-// and books what a visitor clicks.
+// seats and standing areas, and books what a visitor picks.
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import request from 'supertest';
@@ -35,6 +35,18 @@ afterAll(async () => {
 
 async function createShow(show: NewShow = theatre()): Promise<ShowDetail> {
   return (await request(app).post('/api/shows').set(admin).send(show).expect(201)).body;
+}
+
+/** The theatre with a standing area of 8 beside its seats. */
+function standing(): NewShow {
+  return theatre({
+    categories: [
+      { code: 'standard', price: 2500 },
+      { code: 'premium', price: 5000 },
+      { code: 'standing', price: 2000 },
+    ],
+    areas: [{ name: 'Floor', category: 'standing', capacity: 8 }],
+  });
 }
 
 async function book(showId: string, seatLabels: string[], extra: object = {}): Promise<CreatedBooking> {
@@ -173,6 +185,61 @@ describe('the seat map page', () => {
     expect(await seat(page, 'Stalls-A-2').getAttribute('aria-pressed')).toBe('false');
     expect(await page.locator('#selection').textContent()).toBe('No seat selected.');
     expect(await page.locator('#book button[type="submit"]').isDisabled()).toBe(true);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it.skipIf(browserMissing)('shows each standing area with its places left, changing live as the API books them', async () => {
+    const show = await createShow(standing());
+    const { page, problems } = await open(`/seat-map/?show=${show.id}`);
+    await waitLive(page);
+    const floor = page.locator('.area[data-area="Floor"]');
+    expect(await floor.getByRole('heading').textContent()).toBe('Floor');
+    expect(await floor.locator('p').textContent()).toMatch(/^standing, .*20.* a place: 8 of 8 places left \(0 held, 0 booked\)\.$/);
+    const bar = page.getByRole('meter', { name: 'Floor' });
+    expect([await bar.getAttribute('value'), await bar.getAttribute('max')]).toEqual(['8', '8']);
+
+    await book(show.id, ['Stalls-A-1'], { areas: [{ name: 'Floor', quantity: 3 }] });
+    await expect.poll(() => floor.locator('p').textContent(), { timeout: 20_000 }).toMatch(/: 5 of 8 places left \(0 held, 3 booked\)\.$/);
+    expect(await bar.getAttribute('value')).toBe('5');
+    await expect.poll(() => seat(page, 'Stalls-A-1').getAttribute('data-status'), { timeout: 20_000 }).toBe('booked');
+    const hold = await postJson<CreatedBooking>(server.port, '/api/bookings', { showId: show.id, areas: [{ name: 'Floor', quantity: 5 }], hold: true, customer: customer() });
+    expect(hold.status).toBe(201);
+    await expect.poll(() => floor.locator('p').textContent(), { timeout: 20_000 }).toMatch(/: 0 of 8 places left \(5 held, 3 booked\)\.$/);
+    expect(await page.getByLabel('Places in Floor').isDisabled()).toBe(true);
+    await request(app).post(`/api/bookings/${hold.body.id}/cancel`).set(owner(hold.body)).send({}).expect(200);
+    await expect.poll(() => floor.locator('p').textContent(), { timeout: 20_000 }).toMatch(/: 5 of 8 places left \(0 held, 3 booked\)\.$/);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it.skipIf(browserMissing)('books a seat and two standing places in one order from the page, and the API shows them', async () => {
+    const show = await createShow(standing());
+    const { page, problems } = await open(`/seat-map/?show=${show.id}`);
+    await waitLive(page);
+    await page.locator('.area[data-area="Floor"] p').waitFor({ timeout: 20_000 });
+    await seat(page, 'Stalls-B-1').click();
+    await page.getByLabel('Places in Floor').fill('2');
+    expect(await page.locator('#selection').textContent()).toMatch(/^Selected: Stalls-B-1, 2 places in Floor \(1 seat and 2 places, .*65.*\)\.$/);
+    await page.getByLabel('Name').fill('Grace Hopper');
+    await page.getByLabel('Email').fill(customer().email);
+    await page.getByRole('button', { name: 'Book 1 seat and 2 places' }).click();
+
+    await page.getByText('Booked Stalls-B-1, 2 places in Floor').waitFor({ timeout: 20_000 });
+    const secret = String(await page.locator('#result code').textContent());
+    const id = /booking ([0-9a-f-]{36})/.exec(String(await page.locator('#result').textContent()))?.[1];
+    const booking = await request(app).get(`/api/bookings/${id}`).set(owner({ secret })).expect(200);
+    expect(booking.body).toMatchObject({
+      status: 'confirmed',
+      seats: [{ label: 'Stalls-B-1' }],
+      areas: [{ name: 'Floor', category: 'standing', quantity: 2, price: 4000 }],
+      totalPrice: 6500,
+    });
+    const map: SeatMap = (await request(app).get(`/api/shows/${show.id}/seats`).expect(200)).body;
+    expect(map.areas).toEqual([expect.objectContaining({ name: 'Floor', available: 6, booked: 2 })]);
+    await expect.poll(() => page.locator('.area[data-area="Floor"] p').textContent(), { timeout: 20_000 }).toMatch(/: 6 of 8 places left/);
+    expect(await page.getByLabel('Places in Floor').inputValue()).toBe('0');
+    expect(await page.locator('#selection').textContent()).toBe('No seat selected.');
     expect(problems).toEqual([]);
     await page.close();
   });

@@ -1,6 +1,7 @@
-// The seat map page: draws a show's seats from the public API, follows the
-// show's public event stream so seats change as others book, and books the
-// seats a visitor picks, all through the typed client. /seat-map/?show=<id>,
+// The seat map page: draws a show's seats and standing areas from the public
+// API, follows the show's public event stream so seats and places left change
+// as others book, and books the seats and places a visitor picks, all through
+// the typed client. /seat-map/?show=<id>,
 // with &from=<stop>&to=<stop> for part of a trip.
 import { createBookingClient, type components } from '../client.js';
 
@@ -8,6 +9,7 @@ type Seat = components['schemas']['Seat'];
 type SeatStatus = components['schemas']['SeatStatus'];
 type SeatEvent = components['schemas']['SeatEvent'];
 type SeatEventType = components['schemas']['SeatEventType'];
+type AreaRoom = components['schemas']['AreaRoom'];
 type ShowDetail = components['schemas']['ShowDetail'];
 type NewBooking = components['schemas']['NewBooking'];
 
@@ -27,6 +29,8 @@ const map = byId('map', HTMLDivElement);
 const bookForm = byId('book', HTMLFormElement);
 const selection = byId('selection', HTMLParagraphElement);
 const result = byId('result', HTMLDivElement);
+const areaPart = byId('areas', HTMLElement);
+const areaList = byId('area-list', HTMLDivElement);
 const legend = document.querySelector<HTMLUListElement>('.legend');
 const bookButton = bookForm.querySelector<HTMLButtonElement>('button[type="submit"]');
 
@@ -47,6 +51,9 @@ const statusAfter: Record<SeatEventType, SeatStatus> = {
 const seats = new Map<number, Seat>();
 const buttons = new Map<number, HTMLButtonElement>();
 const selected = new Set<number>();
+// Each standing area's room as the map last said, its part of the page, and
+// how many places of it the visitor wants.
+const areas = new Map<string, { room: AreaRoom; words: HTMLParagraphElement; bar: HTMLMeterElement; wanted: HTMLInputElement }>();
 let show: ShowDetail | undefined;
 let price: (minor: number) => string = String;
 const legs: { fromStop?: string; toStop?: string } = {};
@@ -82,19 +89,35 @@ function paint(seat: Seat): void {
   button.title = name;
 }
 
+const count = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+
+/** The places of each area the visitor asks for, never more than are left. */
+function wantedAreas(): { name: string; quantity: number; price: number }[] {
+  return [...areas.values()]
+    .map(({ room, wanted }) => ({ name: room.name, quantity: Math.min(Math.max(Math.trunc(wanted.valueAsNumber) || 0, 0), room.available), price: room.price }))
+    .filter((area) => area.quantity > 0);
+}
+
 function describeSelection(): void {
   const chosen = [...selected].map((id) => seats.get(id)).filter((seat): seat is Seat => seat !== undefined);
-  const total = chosen.reduce((sum, seat) => sum + seat.price, 0);
-  selection.textContent = chosen.length
-    ? `Selected: ${chosen.map((seat) => seat.label).join(', ')} (${chosen.length} ${chosen.length === 1 ? 'seat' : 'seats'}, ${price(total)}).`
-    : 'No seat selected.';
+  const places = wantedAreas();
+  const placeCount = places.reduce((sum, area) => sum + area.quantity, 0);
+  const total = chosen.reduce((sum, seat) => sum + seat.price, 0) + places.reduce((sum, area) => sum + area.quantity * area.price, 0);
+  const what = [
+    ...chosen.map((seat) => seat.label),
+    ...places.map((area) => `${count(area.quantity, 'place', 'places')} in ${area.name}`),
+  ];
+  const counted = [chosen.length ? count(chosen.length, 'seat', 'seats') : '', placeCount ? count(placeCount, 'place', 'places') : ''].filter(Boolean).join(' and ');
+  selection.textContent = what.length ? `Selected: ${what.join(', ')} (${counted}, ${price(total)}).` : 'No seat selected.';
   if (bookButton) {
-    bookButton.disabled = chosen.length === 0;
-    bookButton.textContent = chosen.length ? `Book ${chosen.length} ${chosen.length === 1 ? 'seat' : 'seats'}` : 'Book';
+    bookButton.disabled = what.length === 0;
+    bookButton.textContent = what.length ? `Book ${counted}` : 'Book';
   }
   const counts = { available: 0, held: 0, booked: 0, blocked: 0 };
   for (const seat of seats.values()) counts[seat.status] += 1;
-  summary.textContent = `${counts.available} of ${seats.size} seats available, ${counts.held} held, ${counts.booked} booked.`;
+  summary.textContent = seats.size || !areas.size
+    ? `${counts.available} of ${seats.size} seats available, ${counts.held} held, ${counts.booked} booked.`
+    : 'Standing only: no seats.';
 }
 
 function setStatus(id: number, status: SeatStatus): void {
@@ -112,6 +135,56 @@ function toggle(id: number): void {
   else selected.add(id);
   paint(seat);
   describeSelection();
+}
+
+/** An area's places left, in words and as a bar, and how many the visitor may still ask for. */
+function paintArea(room: AreaRoom): void {
+  const area = areas.get(room.name);
+  if (!area) return;
+  area.room = room;
+  area.words.textContent = `${room.category}, ${price(room.price)} a place: ${room.available} of ${room.capacity} places left (${room.held} held, ${room.booked} booked).`;
+  area.bar.max = room.capacity;
+  area.bar.value = room.available;
+  area.bar.textContent = `${room.available} of ${room.capacity}`;
+  const most = Math.min(room.available, 100);
+  area.wanted.max = String(most);
+  area.wanted.disabled = most === 0;
+  // Fewer left than were wanted: ask for what is left.
+  if (area.wanted.valueAsNumber > most) area.wanted.value = String(most);
+}
+
+/** Each standing area: its name, category, price and places left, and a quantity to add to the order. */
+function drawAreas(list: AreaRoom[]): void {
+  areaList.replaceChildren(
+    ...list.map((room, index) => {
+      const part = document.createElement('section');
+      part.className = 'area';
+      part.dataset.area = room.name;
+      const heading = document.createElement('h3');
+      heading.id = `area-${index}`;
+      heading.textContent = room.name;
+      const words = document.createElement('p');
+      words.id = `area-${index}-room`;
+      const bar = document.createElement('meter');
+      bar.min = 0;
+      bar.setAttribute('aria-labelledby', heading.id);
+      bar.setAttribute('aria-describedby', words.id);
+      const label = document.createElement('label');
+      const wanted = document.createElement('input');
+      wanted.type = 'number';
+      wanted.name = 'area';
+      wanted.min = '0';
+      wanted.step = '1';
+      wanted.value = '0';
+      wanted.inputMode = 'numeric';
+      wanted.addEventListener('input', describeSelection);
+      label.append(`Places in ${room.name}`, wanted);
+      part.append(heading, words, bar, label);
+      areas.set(room.name, { room, words, bar, wanted });
+      return part;
+    }),
+  );
+  areaPart.hidden = list.length === 0;
 }
 
 /** Sections, rows and seats, in the order of the show's layout. */
@@ -174,6 +247,8 @@ async function readMap(): Promise<void> {
     return;
   }
   if (buttons.size === 0) draw(show, data.seats);
+  if (areas.size === 0 && data.areas?.length) drawAreas(data.areas);
+  for (const room of data.areas ?? []) paintArea(room);
   for (const seat of data.seats) {
     seats.set(seat.id, seat);
     if (seat.status !== 'available') selected.delete(seat.id);
@@ -212,6 +287,8 @@ function receive(event: SeatEvent): void {
     return;
   }
   for (const seat of event.seats) setStatus(seat.id, statusAfter[event.type]);
+  // An event counts an area's places, not which are left: the map says.
+  if (event.areas?.length) refresh();
   describeSelection();
 }
 
@@ -291,11 +368,13 @@ async function listShows(): Promise<void> {
 
 async function book(event: SubmitEvent): Promise<void> {
   event.preventDefault();
-  if (!show || selected.size === 0) return;
+  const places = wantedAreas().map(({ name, quantity }) => ({ name, quantity }));
+  if (!show || (selected.size === 0 && places.length === 0)) return;
   const fields = new FormData(bookForm);
   const body: NewBooking = {
     showId: show.id,
-    seatIds: [...selected],
+    ...(selected.size ? { seatIds: [...selected] } : {}),
+    ...(places.length ? { areas: places } : {}),
     customer: { name: String(fields.get('name') ?? '').trim(), email: String(fields.get('email') ?? '').trim() },
     ...legs,
   };
@@ -313,8 +392,11 @@ async function book(event: SubmitEvent): Promise<void> {
     }
     for (const seat of data.seats) setStatus(seat.id, data.status === 'pending' ? 'held' : 'booked');
     selected.clear();
+    for (const area of areas.values()) area.wanted.value = '0';
+    if (data.areas?.length) refresh();
     const done = document.createElement('p');
-    done.textContent = `Booked ${data.seats.map((seat) => seat.label).join(', ')} for ${price(data.totalPrice)}: booking ${data.id}, ${data.status}.`;
+    const booked = [...data.seats.map((seat) => seat.label), ...(data.areas ?? []).map((area) => `${count(area.quantity, 'place', 'places')} in ${area.name}`)];
+    done.textContent = `Booked ${booked.join(', ')} for ${price(data.totalPrice)}: booking ${data.id}, ${data.status}.`;
     const keep = document.createElement('p');
     keep.append('Keep this secret: it is shown once, and it reads or cancels the booking: ');
     const secret = document.createElement('code');
