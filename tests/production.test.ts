@@ -170,7 +170,9 @@ describe('database timeouts', () => {
       await blocker.query(`select 1 from app.seats where show_id = $1 and label = 'Stalls-A-1' for update`, [show.id]);
       const started = Date.now();
       const response = await request(shortApp).post('/api/bookings').send({ showId: show.id, seatLabels: ['Stalls-A-1'], customer: customer() }).expect(503);
-      expect(Date.now() - started).toBeLessThan(2_000);
+      // Ended by the 300 ms lock timeout, not by the 5 s statement timeout
+      // nor by the blocker: the margin is for a busy shared machine.
+      expect(Date.now() - started).toBeLessThan(4_000);
       expect(response.headers['retry-after']).toBe('1');
       expect(response.body.type).toBe('/problems/service-unavailable');
     } finally {

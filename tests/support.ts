@@ -32,6 +32,9 @@ export function testPool(max = 10): pg.Pool {
     max,
     applicationName: 'booking-tests',
     transactionPooler: inject('throughPgBouncer'),
+    // A new connection can take seconds on a busy shared machine; the
+    // service's quick 503 for an unreachable database has tests of its own.
+    timeouts: { connectTimeoutMs: 10_000 },
   });
   afterAll(() => pool.end());
   return pool;
