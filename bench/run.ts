@@ -6,6 +6,9 @@
 //
 //   npm run bench                 full run
 //   npm run bench -- --smoke      a few seconds a run (CI); never committed
+//   npm run bench -- --workload best-available [--rounds 3]
+//                                 one workload three ways, round after round;
+//                                 printed only, never written to results/
 import http from 'node:http';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -23,6 +26,13 @@ import { writeReport, type Report } from './report.js';
 import { TicketKeys } from '../src/ticket-codes.js';
 
 const smoke = process.argv.includes('--smoke');
+const option = (name: string): string | undefined => {
+  const at = process.argv.indexOf(name);
+  return at >= 0 ? process.argv[at + 1] : undefined;
+};
+/** Only this workload, no other scenario, nothing written: for measuring one change. */
+const only = option('--workload');
+const rounds = Math.max(1, Number(option('--rounds') ?? 1) || 1);
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const DOOR_TOKEN = 'bench-door-token-0123456789';
 // The bench holds the service's signing key, so it can make the door rush's
@@ -581,7 +591,9 @@ try {
   const results: ScenarioResult[] = [];
   const baselines: PgbenchResult[] = [];
   const comparisons: Comparison[] = [];
-  for (const workload of workloads) {
+  const chosen = only ? workloads.filter((w) => w.name === only) : workloads;
+  if (only && chosen.length === 0) throw new Error(`no workload named ${only}: ${workloads.map((w) => w.name).join(', ')}`);
+  for (const workload of Array.from({ length: only ? rounds : 1 }, () => chosen).flat()) {
     console.log(`${workload.name}: ${workload.description}, ${workload.connections} connections, ${duration} s each`);
     const served = await bookingScenario(workload.name, context, workload);
     results.push(served);
@@ -606,10 +618,12 @@ try {
       current.serviceToCompared = ratio(served.requestsPerSecond, compared.serviceRps);
     }
   }
-  results.push(...(await seatMapScenarios(context)));
-  results.push(await fanOutScenario(context, smoke ? 50 : 500));
-  console.log('door rush: 10 gates scanning 5,000 tickets, a tenth of them twice');
-  results.push(await doorRushScenario(context));
+  if (!only) {
+    results.push(...(await seatMapScenarios(context)));
+    results.push(await fanOutScenario(context, smoke ? 50 : 500));
+    console.log('door rush: 10 gates scanning 5,000 tickets, a tenth of them twice');
+    results.push(await doorRushScenario(context));
+  }
 
   console.table(
     results.map((r) => ({
@@ -660,20 +674,24 @@ try {
   for (const r of results) for (const v of r.violations) console.error(`VIOLATION in ${r.name}: ${v}`);
   for (const b of baselines) for (const v of b.violations ?? []) console.error(`VIOLATION in pgbench ${b.name}: ${v}`);
   failed = results.some((r) => r.violations.length > 0) || baselines.some((b) => (b.violations ?? []).length > 0);
-  const file = `${projectRoot}bench/results/${smoke ? 'smoke' : 'latest'}.json`;
-  const report: Report = {
-    date: new Date().toISOString(),
-    smoke,
-    machine: { cores: availableParallelism(), postgres: await serverSettings(db) },
-    durationSeconds: duration,
-    notes,
-    comparisons,
-    results,
-    pgbench: baselines,
-  };
-  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
-  console.log(`results written to ${path.relative(projectRoot, file)}`);
-  if (!smoke) await writeReport(report);
+  if (only) {
+    console.log('one workload only: nothing written to bench/results/');
+  } else {
+    const file = `${projectRoot}bench/results/${smoke ? 'smoke' : 'latest'}.json`;
+    const report: Report = {
+      date: new Date().toISOString(),
+      smoke,
+      machine: { cores: availableParallelism(), postgres: await serverSettings(db) },
+      durationSeconds: duration,
+      notes,
+      comparisons,
+      results,
+      pgbench: baselines,
+    };
+    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+    console.log(`results written to ${path.relative(projectRoot, file)}`);
+    if (!smoke) await writeReport(report);
+  }
 } finally {
   await costs?.end();
   await db.end();

@@ -98,28 +98,47 @@ CREATE FUNCTION app.best_blocks(show_id uuid, quantity integer, section text, ca
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 -- The candidate blocks of seat_blocks, best first, without ranking a whole
--- large section when the front rows settle it. Every seat of row r is at
--- distance >= r from the front-centre, so when the best block among the
--- first w rows is orphan-free, in the first section that could have one,
--- and no farther than w, no block further back can beat it. Otherwise the
--- window widens: 8 rows, 32, then all.
+-- large section when the seats near the front-centre settle it. A block
+-- at distance d from the front-centre lies in the first d rows and within
+-- d of its row's centre, so when the best block within radius w is
+-- orphan-free, in the first section that could have one, and no farther
+-- than w, no block outside that radius can beat it. Otherwise the radius
+-- widens, and at last the whole section is ranked. Any radius gives the
+-- same first block; the first one is only chosen to be cheap: just beyond
+-- where the free seats should begin, since ranking the taken seats inside
+-- is wasted work and ranking far beyond it too.
 declare
   v_first_section int;
+  v_radius float8;
   v_window int;
-  v_best record;
+  v_block record;
+  v_first boolean;
 begin
   select min(s.section_index) into v_first_section
   from app.seats s
   where s.show_id = best_blocks.show_id and s.for_sale
     and (best_blocks.section is null or s.section = best_blocks.section)
     and (best_blocks.category is null or s.category = best_blocks.category);
-  foreach v_window in array array[8, 32] loop
-    select b.orphan, b.distance, b.section_index into v_best
-    from app.seat_blocks(best_blocks.show_id, quantity, section, category, max_price, legs, clock_timestamp(), v_window) b
-    limit 1;
-    if found and not v_best.orphan and v_best.distance <= v_window and v_best.section_index = v_first_section then
-      return query
-        select b.seat_ids from app.seat_blocks(best_blocks.show_id, quantity, section, category, max_price, legs, clock_timestamp(), v_window) b;
+  -- Seats are taken from the front-centre outwards, roughly a half disc:
+  -- its radius, from how many seats of the show are taken, is where the
+  -- free blocks begin. Counting is one index scan; finding the nearest
+  -- free block would rank the section again.
+  select sqrt(2 * count(*) / pi()) into v_radius
+  from app.booking_seats bs
+  where bs.show_id = best_blocks.show_id and bs.active and bs.legs && best_blocks.legs;
+  foreach v_window in array array[4, 12, 36] loop
+    v_window := ceil(v_radius)::int + quantity + v_window;
+    v_first := true;
+    for v_block in
+      select b.seat_ids, b.orphan, b.distance, b.section_index
+      from app.seat_blocks(best_blocks.show_id, quantity, section, category, max_price, legs, clock_timestamp(), v_window) b
+    loop
+      exit when v_first and (v_block.orphan or v_block.distance > v_window or v_block.section_index <> v_first_section);
+      v_first := false;
+      seat_ids := v_block.seat_ids;
+      return next;
+    end loop;
+    if not v_first then
       return;
     end if;
   end loop;
@@ -133,7 +152,7 @@ $$;
 -- Name: FUNCTION best_blocks(show_id uuid, quantity integer, section text, category text, max_price bigint, legs int4range); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.best_blocks(show_id uuid, quantity integer, section text, category text, max_price bigint, legs int4range) IS 'Candidate blocks for best-available selection, best first, searching front rows first.';
+COMMENT ON FUNCTION app.best_blocks(show_id uuid, quantity integer, section text, category text, max_price bigint, legs int4range) IS 'Candidate blocks for best-available selection, best first, searching outward from the front-centre.';
 
 
 --
@@ -1760,6 +1779,10 @@ CREATE FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text
 -- and takes the next best instead of queueing. A failed attempt runs in a
 -- subtransaction whose rollback releases the seats it did lock. Only when
 -- every candidate is locked by others does a request wait, for the best one.
+-- A candidate booked since the ranking was read (most of them, when 64
+-- requests rank at once and commit one after another) is passed over
+-- before its lock: a lock and a subtransaction each write WAL, on the same
+-- few heap pages for every request.
 declare
   v_candidate record;
   v_bad bigint[];
@@ -1783,6 +1806,13 @@ begin
     loop
       continue when v_candidate.seat_ids && v_bad or v_candidate.seat_ids && v_picked;
       v_best := coalesce(v_best, v_candidate.seat_ids);
+      -- Booked since the candidates were read? Seen without a lock or a
+      -- subtransaction: under contention most stale candidates are these.
+      v_got := app.taken_seats(v_candidate.seat_ids, legs, clock_timestamp());
+      if v_got is not null then
+        v_bad := v_bad || v_got;
+        continue;
+      end if;
       begin
         select array_agg(l.id order by l.id) into v_got
         from (select s.id from app.seats s where s.id = any(v_candidate.seat_ids)
@@ -1955,8 +1985,11 @@ CREATE FUNCTION app.seat_blocks(show_id uuid, quantity integer, section text, ca
     AS $$
 begin
   return query
-  -- Every run of `quantity` adjacent free seats in one row (in the first
-  -- max_rows rows of each section, when given), best first:
+  -- Every run of `quantity` adjacent free seats in one row (when max_rows
+  -- is given: in the first max_rows rows of each section, and no farther
+  -- than max_rows plus the block and two seats from the row's centre;
+  -- runs cut at that edge may be misjudged, but only blocks farther than
+  -- max_rows from the front-centre), best first:
   -- blocks that leave no single orphan seat beside them, then earlier
   -- sections, then nearest the front-centre of the section.
   with row_seats as (
@@ -1979,6 +2012,9 @@ begin
       and (seat_blocks.category is null or r.category = seat_blocks.category)
       and (seat_blocks.max_price is null or r.price <= seat_blocks.max_price)
       and r.id not in (select t.seat_id from taken t)
+      -- Within max_rows of the row's centre too, with room for the block
+      -- and the two seats beside it that decide whether it leaves an orphan.
+      and (max_rows is null or abs(r.seat_index - r.last_index / 2.0) <= max_rows + seat_blocks.quantity + 2)
   ), runs as (
     select f.*, min(f.seat_index) over w as run_start, max(f.seat_index) over w as run_end
     from free f
@@ -1991,8 +2027,10 @@ begin
   )
   select b.following,
          (b.first_index - b.run_start = 1 or b.run_end - (b.first_index + seat_blocks.quantity - 1) = 1),
+         -- In float8 throughout: the same values as numeric (squares of
+         -- halves are exact), without numeric arithmetic on every block.
          sqrt(power(b.row_index, 2)
-              + power(b.first_index + (seat_blocks.quantity - 1) / 2.0 - b.last_index / 2.0, 2)),
+              + power((b.first_index + (seat_blocks.quantity - 1) / 2.0 - b.last_index / 2.0)::float8, 2)),
          b.section_index
   from blocks b
   where cardinality(b.following) = seat_blocks.quantity
@@ -2005,7 +2043,7 @@ $$;
 -- Name: FUNCTION seat_blocks(show_id uuid, quantity integer, section text, category text, max_price bigint, legs int4range, at timestamp with time zone, max_rows integer); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.seat_blocks(show_id uuid, quantity integer, section text, category text, max_price bigint, legs int4range, at timestamp with time zone, max_rows integer) IS 'Candidate blocks of adjacent free seats for best-available selection, best first, within the first max_rows rows when given.';
+COMMENT ON FUNCTION app.seat_blocks(show_id uuid, quantity integer, section text, category text, max_price bigint, legs int4range, at timestamp with time zone, max_rows integer) IS 'Candidate blocks of adjacent free seats for best-available selection, best first, within max_rows of the front-centre when given.';
 
 
 --

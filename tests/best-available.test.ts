@@ -152,6 +152,39 @@ it('searches the front rows first yet always picks what ranking every block woul
   }
 });
 
+it('ranks only a radius around the front-centre of wide rows yet picks what ranking every block would pick', async () => {
+  // Rows far wider than the radius ranked, so its edge cuts through them:
+  // filled densest at the front-centre, with holes and stray seats taken
+  // far out, as a sale leaves them.
+  const rows = Array.from({ length: 30 }, (_, i) => ({ label: `R${i + 1}`, seats: 60, category: 'standard' }));
+  const show = await createShow(app, arena([{ name: 'Wide', rows }]));
+  let state = 11;
+  const random = () => ((state = (state * 1103515245 + 12345) % 2147483648) / 2147483648);
+  for (let round = 0; round < 4; round++) {
+    const radius = 4 + round * 6;
+    const labels: string[] = [];
+    for (let r = 1; r <= 30; r++) {
+      for (let n = 1; n <= 60; n++) {
+        const distance = Math.hypot(r - 1, n - 1 - 59 / 2);
+        if (random() < (distance < radius ? 0.85 : 0.04)) labels.push(`Wide-R${r}-${n}`);
+      }
+    }
+    for (let i = 0; i < labels.length; i += 10) {
+      // Seats booked in an earlier round fail the whole call: fine, the rest stay free.
+      await pool.query('select app.create_booking($1, null, 100)', [{ showId: show.id, seatLabels: labels.slice(i, i + 10), customer: customer() }]);
+    }
+    for (const quantity of [2, 3, 4]) {
+      const { rows: picked } = await pool.query<{ windowed: string[] | null; full: string[] | null }>(
+        `select (select b.seat_ids from app.best_blocks($1, $2, 'Wide', null, null, int4range(0, 1)) b limit 1)::text[] as windowed,
+                (select b.seat_ids from app.seat_blocks($1, $2, 'Wide', null, null, int4range(0, 1), clock_timestamp(), null) b limit 1)::text[] as full`,
+        [show.id, quantity],
+      );
+      expect(picked[0]?.full).not.toBeNull();
+      expect(picked[0]?.windowed).toEqual(picked[0]?.full);
+    }
+  }
+});
+
 describe('concurrent best-available requests for one section', () => {
   it('skip seats another transaction is locking and take the next best, without waiting', async () => {
     const show = await createShow(app, arena([{ name: 'Hall', rows: [{ label: 'A', seats: 10, category: 'standard' }] }]));
