@@ -21,6 +21,7 @@ import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/e
 import { runMigrations } from '../src/migrate.js';
 import { projectRoot } from '../src/paths.js';
 import { TicketKeys } from '../src/ticket-codes.js';
+import { productionNodeFlags } from '../tests/harness/live-service.js';
 
 export const HAPROXY = '/usr/sbin/haproxy';
 /** How long a drained instance keeps serving before SIGTERM: requests already on their way arrive. */
@@ -239,7 +240,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     for (let i = 1; i <= options.instances; i++) members.push({ name: `i${i}`, port: await freePort(), child: undefined });
 
     const launch = async (member: Member) => {
-      const child = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
+      const child = spawn(process.execPath, [...productionNodeFlags(), `${projectRoot}dist/main.js`], {
         env: { ...process.env, ...env, PORT: String(member.port) },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

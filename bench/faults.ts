@@ -17,7 +17,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { invariantViolations } from './invariants.js';
-import { waitUntilReady } from '../tests/harness/live-service.js';
+import { productionNodeFlags, waitUntilReady } from '../tests/harness/live-service.js';
 import { createBookingClient } from '../src/client.js';
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/embedded-postgres.js';
 import { projectRoot } from '../src/paths.js';
@@ -85,7 +85,7 @@ const summary = { requests: 0, faults: [] as string[], terminated: 0, outcomes: 
 const signingKey = TicketKeys.generatePem();
 
 function startService(): ChildProcess {
-  const child = spawn(process.execPath, [`${projectRoot}dist/main.js`], {
+  const child = spawn(process.execPath, [...productionNodeFlags(), `${projectRoot}dist/main.js`], {
     env: {
       ...process.env, DATABASE_URL: bouncer?.url ?? databaseUrl,
       ...(bouncer ? { DATABASE_POOLER: 'transaction', DATABASE_DIRECT_URL: databaseUrl } : {}), PORT: String(port), HOST: '127.0.0.1', NODE_ENV: 'production',

@@ -6,12 +6,22 @@
 //
 //   npm run bench                 full run
 //   npm run bench -- --smoke      a few seconds a run (CI); never committed
-//   npm run bench -- --workload best-available [--rounds 3]
-//                                 one workload three ways, round after round;
-//                                 printed only, never written to results/
+//   npm run bench -- --only=fan-out,seat-map --no-baselines
+//                                 named scenarios only (the booking workloads,
+//                                 seat-map, fan-out, door-rush), without the
+//                                 pgbench runs; written to results/partial.json
+//   npm run bench -- --node-args="--max-semi-space-size=4"
+//                                 the service's Node and V8 flags instead of
+//                                 those of `npm start`
+//   npm run bench -- --memory-detail
+//                                 also where the memory was (V8's heap spaces)
+//                                 at each scenario's peak RSS
+//   npm run bench -- --only=best-available --rounds=3
+//                                 the named booking workloads, round after round
 import http from 'node:http';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
@@ -26,13 +36,16 @@ import { writeReport, type Report } from './report.js';
 import { TicketKeys } from '../src/ticket-codes.js';
 
 const smoke = process.argv.includes('--smoke');
-const option = (name: string): string | undefined => {
-  const at = process.argv.indexOf(name);
-  return at >= 0 ? process.argv[at + 1] : undefined;
-};
-/** Only this workload, no other scenario, nothing written: for measuring one change. */
-const only = option('--workload');
-const rounds = Math.max(1, Number(option('--rounds') ?? 1) || 1);
+const option = (name: string) => process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3);
+/** Scenarios to run, by name; all when absent. */
+const only = option('only')?.split(',').filter(Boolean);
+const runs = (name: string) => !only || only.includes(name);
+const baselinesOn = !process.argv.includes('--no-baselines');
+const nodeArgs = option('node-args')?.split(' ').filter(Boolean);
+/** How many times each chosen booking workload runs, one after another. */
+const rounds = Math.max(1, Number(option('rounds') ?? 1) || 1);
+/** A run of part of the bench, or with other flags: its figures are not the bench's. */
+const partial = only !== undefined || !baselinesOn || nodeArgs !== undefined || rounds > 1;
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
 const DOOR_TOKEN = 'bench-door-token-0123456789';
 // The bench holds the service's signing key, so it can make the door rush's
@@ -133,16 +146,50 @@ async function createShow(base: string, rows: number, seatsPerRow: number, secti
   return data.id;
 }
 
+/** Where the service's memory was at its peak RSS (`--memory-detail`), in MB, from its /metrics. */
+const memoryDetail = process.argv.includes('--memory-detail');
+let metricsBase = '';
+const METRICS_TOKEN = 'bench-metrics-token-0123456789';
+const peakMemory: Record<string, Record<string, number>> = {};
+
+async function heapFigures(): Promise<Record<string, number>> {
+  const text = await (await fetch(`${metricsBase}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })).text();
+  const figures: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const m = /^nodejs_(heap_size_total|heap_size_used|external_memory|heap_space_size_total)_bytes(?:\{space="(\w+)"\})? (\d+)/.exec(line);
+    if (m) figures[m[2] ? `space:${m[2]}` : m[1] ?? ''] = Math.round(Number(m[3]) / 1048576);
+  }
+  return figures;
+}
+
+/** CPU seconds a process has used, user and system, from /proc. */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The service's CPU seconds per scenario (`--memory-detail`): what a request costs it, whatever else the machine does. */
+const cpuUsed: Record<string, number> = {};
+
 /** Peak resident memory of a process, from /proc, sampled while a scenario runs. */
-function watchRss(pid: number): () => number {
+function watchRss(pid: number, name = ''): () => number {
   let peak = 0;
+  let detailAt = 0;
+  const cpuAtStart = memoryDetail ? cpuSeconds(pid) : 0;
   const timer = setInterval(async () => {
     const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
     const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
     peak = Math.max(peak, kb);
+    // A new peak by more than 2 MB: where the memory is now.
+    if (memoryDetail && name && peak > detailAt + 2048) {
+      detailAt = peak;
+      const figures = await heapFigures().catch(() => ({}));
+      peakMemory[name] = { rss: Math.round(kb / 1024), ...figures };
+    }
   }, 200);
   return () => {
     clearInterval(timer);
+    if (memoryDetail && name) cpuUsed[name] = cpuSeconds(pid) - cpuAtStart;
     return Math.round(peak / 1024);
   };
 }
@@ -224,7 +271,7 @@ async function bookingScenario(
   const problems: Record<string, number> = {};
   await quiesce(db);
   const mark = await costs?.start();
-  const stopRss = watchRss(pid);
+  const stopRss = watchRss(pid, name);
   let n = 0;
   const result = await autocannon({
     url: base,
@@ -325,11 +372,11 @@ async function seatMapScenarios({ base, pid }: Context): Promise<ScenarioResult[
   const etag = first.headers.get('etag') ?? '';
   const size = (await first.text()).length;
   const connections = smoke ? 4 : 16;
-  let stopRss = watchRss(pid);
+  let stopRss = watchRss(pid, 'seat-map');
   const full = await autocannon({ url: `${base}${mapPath}`, connections, duration });
   const fullResult = summary('seat-map', connections, full, stopRss());
   fullResult.details = { seats: 20_000, bodyBytes: size };
-  stopRss = watchRss(pid);
+  stopRss = watchRss(pid, 'seat-map-304');
   const cached = await autocannon({ url: `${base}${mapPath}`, connections, duration, headers: { 'if-none-match': etag } });
   const cachedResult = summary('seat-map-304', connections, cached, stopRss());
   if (!cachedResult.statusCounts['304']) cachedResult.violations.push('revalidation did not answer 304');
@@ -474,7 +521,7 @@ async function doorRushScenario({ base, pid, db }: Context): Promise<ScenarioRes
   const sentOn = new WeakMap<object, number>();
   let n = 0;
   const problems: Record<string, number> = {};
-  const stopRss = watchRss(pid);
+  const stopRss = watchRss(pid, 'door-rush');
   const result = await autocannon({
     url: base,
     connections: gates,
@@ -561,18 +608,19 @@ const service = await startLiveService(
     ADMIN_TOKEN,
     DOOR_TOKEN,
     TICKET_SIGNING_KEY,
-    METRICS_TOKEN: 'bench-metrics-token-0123456789',
+    METRICS_TOKEN,
     // The load generator is one client: no per-client limits.
     RATE_LIMIT_BOOKINGS: '0',
     RATE_LIMIT_READS: '0',
     // Nor a per-client cap on streams: the fan-out's subscribers share its address.
     SSE_MAX_STREAMS_PER_CLIENT: '0',
   },
-  { statementStats: true },
+  { statementStats: true, ...(nodeArgs ? { nodeFlags: nodeArgs } : {}) },
 );
 const db = new pg.Pool({ connectionString: service.databaseUrl, max: 4 });
 const costs = await DatabaseCosts.open(service.databaseUrl.replace(/\/booking_live$/, '/postgres'));
 let failed = false;
+metricsBase = service.base;
 try {
   const context: Context = { base: service.base, pid: service.pid, db, costs };
   const notes: string[] = [];
@@ -591,14 +639,12 @@ try {
   const results: ScenarioResult[] = [];
   const baselines: PgbenchResult[] = [];
   const comparisons: Comparison[] = [];
-  const chosen = only ? workloads.filter((w) => w.name === only) : workloads;
-  if (only && chosen.length === 0) throw new Error(`no workload named ${only}: ${workloads.map((w) => w.name).join(', ')}`);
-  for (const workload of Array.from({ length: only ? rounds : 1 }, () => chosen).flat()) {
+  for (const workload of Array.from({ length: rounds }, () => workloads.filter((w) => runs(w.name))).flat()) {
     console.log(`${workload.name}: ${workload.description}, ${workload.connections} connections, ${duration} s each`);
     const served = await bookingScenario(workload.name, context, workload);
     results.push(served);
-    const viaFunction = PGBENCH ? await functionBaseline(context, workload, service.databaseUrl) : undefined;
-    const minimal = limitUrl ? await minimalBaseline(context, workload, limitUrl) : undefined;
+    const viaFunction = PGBENCH && baselinesOn ? await functionBaseline(context, workload, service.databaseUrl) : undefined;
+    const minimal = limitUrl && baselinesOn ? await minimalBaseline(context, workload, limitUrl) : undefined;
     for (const baseline of [viaFunction, minimal]) if (baseline) baselines.push(baseline);
     comparisons.push({
       workload: workload.name,
@@ -618,9 +664,9 @@ try {
       current.serviceToCompared = ratio(served.requestsPerSecond, compared.serviceRps);
     }
   }
-  if (!only) {
-    results.push(...(await seatMapScenarios(context)));
-    results.push(await fanOutScenario(context, smoke ? 50 : 500));
+  if (runs('seat-map')) results.push(...(await seatMapScenarios(context)));
+  if (runs('fan-out')) results.push(await fanOutScenario(context, smoke ? 50 : 500));
+  if (runs('door-rush')) {
     console.log('door rush: 10 gates scanning 5,000 tickets, a tenth of them twice');
     results.push(await doorRushScenario(context));
   }
@@ -671,27 +717,29 @@ try {
   }
   for (const r of results) if (r.problems) console.log(`${r.name} answered: ${JSON.stringify(r.problems)}`);
   for (const r of results) if (r.details) console.log(`${r.name}: ${JSON.stringify(r.details)}`);
+  if (memoryDetail) {
+    console.log('At each scenario\'s peak RSS, MB (heap spaces are V8\'s committed sizes):');
+    console.table(peakMemory);
+    console.log('The service\'s CPU ms per request:');
+    console.table(Object.fromEntries(results.map((r) => [r.name, Math.round(((cpuUsed[r.name] ?? 0) * 1000 * 100) / Math.max(1, r.requests)) / 100])));
+  }
   for (const r of results) for (const v of r.violations) console.error(`VIOLATION in ${r.name}: ${v}`);
   for (const b of baselines) for (const v of b.violations ?? []) console.error(`VIOLATION in pgbench ${b.name}: ${v}`);
   failed = results.some((r) => r.violations.length > 0) || baselines.some((b) => (b.violations ?? []).length > 0);
-  if (only) {
-    console.log('one workload only: nothing written to bench/results/');
-  } else {
-    const file = `${projectRoot}bench/results/${smoke ? 'smoke' : 'latest'}.json`;
-    const report: Report = {
-      date: new Date().toISOString(),
-      smoke,
-      machine: { cores: availableParallelism(), postgres: await serverSettings(db) },
-      durationSeconds: duration,
-      notes,
-      comparisons,
-      results,
-      pgbench: baselines,
-    };
-    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
-    console.log(`results written to ${path.relative(projectRoot, file)}`);
-    if (!smoke) await writeReport(report);
-  }
+  const file = `${projectRoot}bench/results/${smoke ? 'smoke' : partial ? 'partial' : 'latest'}.json`;
+  const report: Report = {
+    date: new Date().toISOString(),
+    smoke,
+    machine: { cores: availableParallelism(), postgres: await serverSettings(db) },
+    durationSeconds: duration,
+    notes,
+    comparisons,
+    results,
+    pgbench: baselines,
+  };
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  console.log(`results written to ${path.relative(projectRoot, file)}`);
+  if (!smoke && !partial) await writeReport(report);
 } finally {
   await costs?.end();
   await db.end();

@@ -2,6 +2,7 @@
 // PostgreSQL, for the benchmark, the Postman contract run and the stream check.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -31,12 +32,29 @@ export async function waitUntilReady(base: string, service?: ChildProcess, timeo
   throw new Error('the service did not become ready');
 }
 
-/** `nodeArgs` go before the entry point, e.g. `--cpu-prof` for a profile of the service under load. */
+/**
+ * The flags `npm start` gives Node before the entry point (render.yaml starts
+ * the service with the same command): the service is measured and tested as
+ * it runs in production.
+ */
+export function productionNodeFlags(): string[] {
+  const { scripts } = JSON.parse(readFileSync(`${projectRoot}package.json`, 'utf8')) as { scripts: { start: string } };
+  const words = scripts.start.trim().split(/\s+/);
+  const entry = words.indexOf('dist/main.js');
+  if (words[0] !== 'node' || entry < 0) throw new Error(`npm start is not "node [flags] dist/main.js": ${scripts.start}`);
+  return words.slice(1, entry);
+}
+
+/**
+ * `nodeArgs` go before the entry point after production's flags, e.g.
+ * `--cpu-prof` for a profile of the service under load; `nodeFlags` replace
+ * production's flags (to compare others).
+ */
 export async function startLiveService(
   env: Record<string, string>,
-  options: { statementStats?: boolean; nodeArgs?: string[] } = {},
+  options: { statementStats?: boolean; nodeArgs?: string[]; nodeFlags?: string[] } = {},
 ): Promise<LiveService> {
-  const nodeArgs = options.nodeArgs ?? [];
+  const nodeArgs = [...(options.nodeFlags ?? productionNodeFlags()), ...(options.nodeArgs ?? [])];
   const dataDir = await mkdtemp(path.join(tmpdir(), 'booking-live-pg-'));
   let database: EmbeddedDatabase | undefined;
   let service: ChildProcess | undefined;
