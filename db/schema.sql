@@ -882,12 +882,15 @@ begin
   if v_quantity is null and (request ?| array['section', 'category', 'maxPrice', 'allowSeparate']) then
     perform app.raise_problem('BKREQ', 'section, category, maxPrice and allowSeparate go with quantity');
   end if;
-  if (select count(*) <> count(distinct a->>'name') from jsonb_array_elements(coalesce(v_areas, '[]')) a) then
-    perform app.raise_problem('BKREQ', 'An area is named more than once',
-      jsonb_build_object('errors', jsonb_build_array(jsonb_build_object('name', 'body.areas', 'reason', 'must name each area once'))));
+  v_requested := coalesce(v_quantity, jsonb_array_length(request->'seatIds'), jsonb_array_length(request->'seatLabels'), 0);
+  -- Only an order with areas pays for their checks: each is a statement.
+  if v_areas is not null then
+    if (select count(*) <> count(distinct a->>'name') from jsonb_array_elements(v_areas) a) then
+      perform app.raise_problem('BKREQ', 'An area is named more than once',
+        jsonb_build_object('errors', jsonb_build_array(jsonb_build_object('name', 'body.areas', 'reason', 'must name each area once'))));
+    end if;
+    v_requested := v_requested + coalesce((select sum((a->>'quantity')::int) from jsonb_array_elements(v_areas) a), 0);
   end if;
-  v_requested := coalesce(v_quantity, jsonb_array_length(request->'seatIds'), jsonb_array_length(request->'seatLabels'), 0)
-                 + coalesce((select sum((a->>'quantity')::int) from jsonb_array_elements(v_areas) a), 0);
   if v_requested < 1 then
     perform app.raise_problem('BKREQ', 'A booking needs at least one seat or admission');
   end if;
