@@ -1,9 +1,9 @@
 // Standing areas sold by capacity: never oversold under a stampede of
 // separate connections that really commit, atomic with seats, and served by
 // holds, expiry, legs, retries, cancel, the seat map and the event log.
-import pg from 'pg';
+import type pg from 'pg';
 import request from 'supertest';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { doubleBookedSeats } from '../bench/invariants.js';
 import { defaultBookingLimits } from '../src/config.js';
 import type { components } from '../src/generated/api.js';
@@ -22,6 +22,7 @@ import {
   type CreatedBooking,
   type NewShow,
   type SeatMap,
+  withClients,
 } from './support.js';
 
 const pool = testPool(20);
@@ -48,16 +49,6 @@ async function areaRoom(showId: string, query: Record<string, string> = {}) {
   return map.areas?.find((area) => area.name === 'Floor');
 }
 
-/** `n` clients, each on its own connection, all released at once. */
-async function withClients<T>(n: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
-  const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: inject('databaseUrl') }));
-  await Promise.all(clients.map((client) => client.connect()));
-  try {
-    return await Promise.all(clients.map((client, i) => work(client, i)));
-  } finally {
-    await Promise.all(clients.map((client) => client.end()));
-  }
-}
 
 async function bookInSql(client: pg.Client, body: Record<string, unknown>): Promise<Booking> {
   const { rows } = await client.query<{ result: { booking: Booking } }>('select app.create_booking($1) as result', [

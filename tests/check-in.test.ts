@@ -4,7 +4,6 @@
 // every refusal with its reason.
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
-import pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
 import { afterAll, describe, expect, inject, it } from 'vitest';
@@ -27,6 +26,7 @@ import {
   testPool,
   theatre,
   type CreatedBooking,
+  withClients,
 } from './support.js';
 
 type TicketList = components['schemas']['TicketList'];
@@ -86,16 +86,6 @@ function scanOwnConnection(showId: string, body: unknown): Promise<{ status: num
   });
 }
 
-/** `n` database connections of their own, released together. */
-async function withClients<T>(n: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
-  const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: inject('databaseUrl') }));
-  await Promise.all(clients.map((client) => client.connect()));
-  try {
-    return await Promise.all(clients.map((client, i) => work(client, i)));
-  } finally {
-    await Promise.all(clients.map((client) => client.end()));
-  }
-}
 
 async function admissions(showId: string): Promise<Array<{ booking_id: string; seat_id: string; n: number }>> {
   const { rows } = await pool.query(

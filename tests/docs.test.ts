@@ -1,14 +1,10 @@
 // The published docs, opened in a real headless browser (Debian's chromium).
-import { existsSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { listen, testApp, testPool } from './support.js';
+import { browserMissing as isBrowserMissing, launchBrowser } from './harness/browser.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-// npm test passes with Node alone: without a browser these checks are
-// skipped, saying so. CI installs Debian's chromium and runs them.
-const browserMissing = !existsSync(CHROMIUM);
-if (browserMissing) console.warn(`skipped: the docs checks need a browser at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
+const browserMissing = isBrowserMissing('docs checks');
 const pool = testPool(2);
 const app = await testApp(pool);
 let server: Awaited<ReturnType<typeof listen>>;
@@ -17,10 +13,7 @@ let browser: Browser;
 beforeAll(async () => {
   if (browserMissing) return;
   server = await listen(app);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
 });
 afterAll(async () => {
   await browser?.close();

@@ -1,9 +1,8 @@
 // Concurrency is proven with separate connections that really commit: each
 // HTTP request on its own socket, each SQL booking on its own connection.
-import pg from 'pg';
+import type pg from 'pg';
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { inject } from 'vitest';
 import {
   bookingCounts,
   createShow,
@@ -17,6 +16,7 @@ import {
   winners,
   type Booking,
   type BookingAnswer,
+  withClients,
 } from './support.js';
 
 // As many pooled connections as a busy service would have.
@@ -24,16 +24,6 @@ const pool = testPool(40);
 const app = await testApp(pool);
 const server = serve(app);
 
-/** `n` clients, each on its own connection, all released at once. */
-async function withClients<T>(n: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
-  const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: inject('databaseUrl') }));
-  await Promise.all(clients.map((client) => client.connect()));
-  try {
-    return await Promise.all(clients.map((client, i) => work(client, i)));
-  } finally {
-    await Promise.all(clients.map((client) => client.end()));
-  }
-}
 
 async function bookInSql(client: pg.Client, showId: string, labels: string[]): Promise<Booking> {
   const who = customer();

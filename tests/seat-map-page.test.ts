@@ -1,18 +1,14 @@
 // The seat map page (/seat-map/), opened in a real headless browser
 // (Debian's chromium): it follows bookings made elsewhere through the API,
 // seats and standing areas, and books what a visitor picks.
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPage } from '../src/web/build.js';
 import { admin, customer, listen, owner, postJson, testApp, testPool, theatre, type CreatedBooking, type NewShow, type SeatMap, type ShowDetail } from './support.js';
+import { browserMissing as isBrowserMissing, launchBrowser } from './harness/browser.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-// npm test passes with Node alone: without a browser the page checks are
-// skipped, saying so. CI installs Debian's chromium and runs them.
-const browserMissing = !existsSync(CHROMIUM);
-if (browserMissing) console.warn(`skipped: the seat map page checks need a browser at ${CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)`);
+const browserMissing = isBrowserMissing('seat map page checks');
 const pool = testPool(4);
 const app = await testApp(pool);
 let server: Awaited<ReturnType<typeof listen>>;
@@ -23,10 +19,7 @@ beforeAll(async () => {
   await buildPage();
   if (browserMissing) return;
   server = await listen(app);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchBrowser();
 });
 afterAll(async () => {
   await browser?.close();

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type express from 'express';
-import type pg from 'pg';
+import pg from 'pg';
 import { pino } from 'pino';
 import request from 'supertest';
 import { afterAll, beforeAll, expect, inject } from 'vitest';
@@ -24,6 +24,17 @@ export function owner(booking: { secret: string }): { Authorization: string } {
   return { Authorization: `Bearer ${booking.secret}` };
 }
 export type SeatMap = components['schemas']['SeatMap'];
+
+/** `n` clients, each on its own connection, all released at once. */
+export async function withClients<T>(n: number, work: (client: pg.Client, i: number) => Promise<T>): Promise<T[]> {
+  const clients = Array.from({ length: n }, () => new pg.Client({ connectionString: inject('databaseUrl') }));
+  await Promise.all(clients.map((client) => client.connect()));
+  try {
+    return await Promise.all(clients.map((client, i) => work(client, i)));
+  } finally {
+    await Promise.all(clients.map((client) => client.end()));
+  }
+}
 
 /** A pool on the test database, ended when the file's tests are done. */
 export function testPool(max = 10): pg.Pool {
