@@ -10,8 +10,7 @@ import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { callJson, statement, type Statement } from './db.js';
 import { problemForFailure, ProblemError, showNotFound } from './problem.js';
-import { writePosition, type ReadRouting } from './replica.js';
-import { sendPosition } from './shows.js';
+import type { ReadRouting } from './replica.js';
 
 type Booking = components['schemas']['Booking'];
 type NewBooking = components['schemas']['NewBooking'];
@@ -70,17 +69,6 @@ export function bookingRoutes(
 ): Router {
   const router = Router();
   const credential = bookingCredential(adminToken);
-  // After the commit: a replica that has replayed this far shows the change (replica.ts).
-  // A change that committed is answered even when its position cannot be
-  // read then: that client's next read is only as fresh as the lag bound.
-  const handOutPosition = async (res: Response) => {
-    if (!reads?.enabled) return;
-    try {
-      sendPosition(res, reads, await writePosition(pool));
-    } catch (error) {
-      res.req.log.warn({ err: error }, 'no consistency token: the primary\'s position could not be read after the commit');
-    }
-  };
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
     const outcome = await act<CreatedBooking>(pool, createBooking, [
@@ -110,7 +98,7 @@ export function bookingRoutes(
       );
     }
     res.location(`/api/bookings/${outcome.booking.id}`);
-    await handOutPosition(res);
+    await reads?.sendWritePosition(res);
     sendOutcome(res, 201, outcome);
   });
 
@@ -124,13 +112,13 @@ export function bookingRoutes(
 
   router.post('/api/bookings/:bookingId/confirm', async (req: Request<BookingPath, unknown, ConfirmBooking | undefined>, res) => {
     const outcome = await act(pool, confirmBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null, credential(req)]);
-    await handOutPosition(res);
+    await reads?.sendWritePosition(res);
     sendOutcome(res, 200, outcome);
   });
 
   router.post('/api/bookings/:bookingId/cancel', async (req: Request<BookingPath, unknown, CancelBooking | undefined>, res) => {
     const outcome = await act(pool, cancelBooking, [req.params.bookingId, req.body ?? {}, req.get('Idempotency-Key') ?? null, credential(req)]);
-    await handOutPosition(res);
+    await reads?.sendWritePosition(res);
     sendOutcome(res, 200, outcome);
   });
 

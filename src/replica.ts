@@ -10,6 +10,7 @@
 // last position it was given (Consistency-Token) is served by the replica
 // only once the replica has replayed that far, otherwise by the primary: it
 // never misses its own booking, nor gets an older answer than it had.
+import type { Request, Response } from 'express';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Counter } from 'prom-client';
@@ -189,6 +190,31 @@ export class ReadRouting {
     return this.replica !== undefined;
   }
 
+  /** The position a request names (Consistency-Token): what its client has already been given. */
+  needed(req: Pick<Request, 'get'>): bigint | undefined {
+    return parseLsn(req.get(CONSISTENCY_TOKEN));
+  }
+
+  /** Hands the client the position of its answer, when reads may come from a replica. */
+  send(res: Response, position: string | null | undefined): void {
+    if (this.enabled && position) res.set(CONSISTENCY_TOKEN, position);
+  }
+
+  /**
+   * After a change committed, hands out the primary's position: a replica
+   * that has replayed this far shows the change. A change that committed is
+   * answered even when its position cannot be read then: that client's next
+   * read is only as fresh as the lag bound.
+   */
+  async sendWritePosition(res: Response): Promise<void> {
+    if (!this.enabled) return;
+    try {
+      this.send(res, await writePosition(this.primary));
+    } catch (error) {
+      res.req.log.warn({ err: error }, 'no consistency token: the primary\'s position could not be read after the commit');
+    }
+  }
+
   /**
    * `read` on the chosen pool. An answer from the replica that `stale`
    * rejects (the client has seen more, or the replica lacks what was asked
@@ -232,7 +258,7 @@ export class ReadRouting {
 }
 
 /** The primary's position after a write committed: a replica that has replayed it shows the write. */
-export async function writePosition(pool: pg.Pool): Promise<string | undefined> {
+async function writePosition(pool: pg.Pool): Promise<string | undefined> {
   const { rows } = await pool.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn');
   return rows[0]?.lsn;
 }

@@ -12,7 +12,6 @@ import { callJson, callJsonAt, statement } from './db.js';
 import { ProblemError, showNotFound } from './problem.js';
 import { readPosition, type ReadRouting } from './replica.js';
 import type { SeatEvent, SeatEventHub } from './seat-events.js';
-import { neededPosition, sendPosition } from './shows.js';
 
 type SeatEventPage = components['schemas']['SeatEventPage'];
 type EventsPath = operations['getShowEvents']['parameters']['path'];
@@ -116,14 +115,14 @@ export function showEventRoutes(
       // The admin's history names each event's booking; the public one never does.
       const values = [showId, after, limit, isAdmin(req)];
       const { result: found, position } = await reads.run(
-        neededPosition(req),
+        reads.needed(req),
         (on) => callJsonAt<{ newest: number; items: SeatEvent[] }>(on, history, values),
         (answer) => answer.position,
         // `after` is a position: the client has seen events up to it, which a lagging replica may lack.
         (answer) => (!answer.result ? 'not-found' : after > answer.result.newest ? 'stale-answer' : false),
       );
       if (!found) throw showNotFound(showId);
-      sendPosition(res, reads, position);
+      reads.send(res, position);
       if (after > found.newest) throw beyondNewest('query.after', found.newest);
       const { items } = found;
       const last = items.at(-1);

@@ -5,7 +5,7 @@ import type { components, operations } from './generated/api.js';
 import { callJsonAt, callJsonWithTimeout, statement } from './db.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
 import { ProblemError, showNotFound } from './problem.js';
-import { CONSISTENCY_TOKEN, parseLsn, readPosition, writePosition, type ReadRouting } from './replica.js';
+import { readPosition, type ReadRouting } from './replica.js';
 import { olderThanSeen, type SeatMapBody, type SeatMaps } from './seat-maps.js';
 
 type Show = components['schemas']['Show'];
@@ -58,16 +58,6 @@ async function sendSeatMap(res: Response, body: SeatMapBody, validate: boolean):
   }
 }
 
-/** The position a request names (Consistency-Token): what the client has already been given. */
-export function neededPosition(req: { get(name: string): string | undefined }): bigint | undefined {
-  return parseLsn(req.get(CONSISTENCY_TOKEN));
-}
-
-/** Hands the client the position of its answer, when reads may come from a replica. */
-export function sendPosition(res: Response, reads: ReadRouting, position: string | null | undefined): void {
-  if (reads.enabled && position) res.set(CONSISTENCY_TOKEN, position);
-}
-
 export interface ShowRoutesOptions {
   /** Bookings' pool: writes (creating a show). */
   pool: pg.Pool;
@@ -90,11 +80,11 @@ export function showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateRes
     const after = cursor === undefined ? undefined : decodeCursor(cursor);
     const values = [kind ?? null, startsFrom ?? null, startsBefore ?? null, after?.at ?? null, after?.id ?? null, limit];
     const { result: page, position } = await reads.run(
-      neededPosition(req),
+      reads.needed(req),
       (on) => callJsonAt<{ items: Show[]; next: { startsAt: string; id: string } | null }>(on, listShows, values),
       (answer) => answer.position,
     );
-    sendPosition(res, reads, position);
+    reads.send(res, position);
     const items = page?.items ?? [];
     const next: PageKey | undefined = page?.next ? { at: page.next.startsAt, id: page.next.id } : undefined;
     res.json(next ? { items, nextCursor: encodeCursor(next) } : { items });
@@ -104,20 +94,20 @@ export function showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateRes
     const show = await callJsonWithTimeout<ShowDetail>(pool, createShow, [req.body], adminStatementTimeoutMs);
     if (!show) throw new Error('create_show returned nothing');
     // Its creator may read it at once, wherever reads are served.
-    if (reads.enabled) sendPosition(res, reads, await writePosition(pool));
+    await reads.sendWritePosition(res);
     res.status(201).location(`/api/shows/${show.id}`).json(show);
   });
 
   router.get('/api/shows/:showId', async (req: Request<ShowPath>, res) => {
     const { result: show, position } = await reads.run(
-      neededPosition(req),
+      reads.needed(req),
       (on) => callJsonAt<ShowDetail>(on, getShow, [req.params.showId]),
       (answer) => answer.position,
       // A show the replica has not replayed yet may well exist.
       (answer) => (answer.result ? false : 'not-found'),
     );
     if (!show) throw showNotFound(req.params.showId);
-    sendPosition(res, reads, position);
+    reads.send(res, position);
     res.json(show);
   });
 
@@ -131,14 +121,14 @@ export function showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateRes
       ifNoneMatch: ifNoneMatch(req.get('If-None-Match')),
     };
     const map = await reads.run(
-      neededPosition(req),
+      reads.needed(req),
       (_on, target) => (target === 'replica' && replicaSeatMaps ? replicaSeatMaps : seatMaps).read(request),
       (answer) => answer?.position,
       // If-None-Match is a position too: never a map older than the one the client has.
       (answer) => (!answer ? 'not-found' : olderThanSeen(answer.etag, request.ifNoneMatch) ? 'stale-answer' : false),
     );
     if (!map) throw showNotFound(req.params.showId);
-    sendPosition(res, reads, map.position);
+    reads.send(res, map.position);
     // Vary on a 304 too: it stands for whichever encoding the client holds.
     res.set({ ETag: `"${map.etag}"`, 'Cache-Control': 'no-cache' }).vary('Accept-Encoding');
     if (map.body === null) {
