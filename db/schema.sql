@@ -173,6 +173,69 @@ COMMENT ON FUNCTION app.best_blocks(show_id uuid, quantity integer, section text
 
 
 --
+-- Name: best_candidates(uuid, integer, text, text, bigint, text, text); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.best_candidates(show_id uuid, quantity integer, section text, category text, max_price bigint, from_stop text, to_stop text) RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+-- At most 256 blocks. The check for a shared seat marks seats in a boolean
+-- array indexed from the lowest seat id among the candidates: PL/pgSQL
+-- updates it in place, where an && against the seats kept so far would
+-- compare every pair.
+declare
+  v_legs int4range;
+  v_ranked bigint[];
+  v_chosen bigint[] := '{}';
+  v_block bigint[];
+  v_seat bigint;
+  v_base bigint;
+  v_used boolean[] := '{}';
+  v_free boolean;
+begin
+  if from_stop is not null or to_stop is not null then
+    v_legs := app.leg_range(best_candidates.show_id, from_stop, to_stop);
+  else
+    select int4range(0, s.leg_count) into v_legs from app.shows s where s.id = best_candidates.show_id;
+    if not found then
+      return null;
+    end if;
+  end if;
+  v_ranked := array(select b.seat_ids from app.best_blocks(best_candidates.show_id, quantity, section, category, max_price, v_legs) b);
+  if cardinality(v_ranked) = 0 then
+    return v_chosen;
+  end if;
+  v_base := (select min(x) from unnest(v_ranked) x) - 1;
+  foreach v_block slice 1 in array v_ranked loop
+    v_free := true;
+    foreach v_seat in array v_block loop
+      if v_used[v_seat - v_base] then
+        v_free := false;
+        exit;
+      end if;
+    end loop;
+    continue when not v_free;
+    foreach v_seat in array v_block loop
+      v_used[v_seat - v_base] := true;
+    end loop;
+    v_chosen := array_cat(v_chosen, array[v_block]);
+    exit when array_length(v_chosen, 1) >= 256;
+  end loop;
+  return v_chosen;
+end;
+$$;
+
+
+--
+-- Name: FUNCTION best_candidates(show_id uuid, quantity integer, section text, category text, max_price bigint, from_stop text, to_stop text); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.best_candidates(show_id uuid, quantity integer, section text, category text, max_price bigint, from_stop text, to_stop text) IS 'Blocks for best-available bookers asking at once, best first and none sharing a seat, as a two-dimensional array; null when there is no such show.';
+
+
+--
 -- Name: booking_areas_json(uuid); Type: FUNCTION; Schema: app
 --
 
@@ -833,6 +896,24 @@ COMMENT ON FUNCTION app.create_booking(request jsonb, idempotency_key text, max_
 --
 
 CREATE FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) RETURNS jsonb
+    LANGUAGE sql
+    AS $$
+  select app.create_booking(show_id, request, idempotency_key, max_seats, hold_default_seconds, hold_max_seconds, client_address, hold_limits, null, null);
+$$;
+
+
+--
+-- Name: FUNCTION create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) IS 'Book seats and standing admissions in a show: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}.';
+
+
+--
+-- Name: create_booking(uuid, jsonb, text, integer, integer, integer, text, jsonb, bigint[], integer); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb, best_candidates bigint[], best_start integer) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog'
     SET plan_cache_mode TO 'force_generic_plan'
@@ -846,6 +927,10 @@ CREATE FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key 
 -- It reads in order: check → idempotency → legs → seats → claim → finish.
 -- The booking row is written once, in its final state: confirmed, pending
 -- (a hold) or failed.
+--
+-- best_candidates and best_start: blocks best_candidates ranked once for
+-- this request and others asking at the same moment, and this request's
+-- place among them (see pick_best_seats); null, the function ranks itself.
 --
 -- Returns {"booking": <booking>, "replayed": <bool>}; the booking carries its
 -- secret, which is stored only as a hash. A booking whose seats or areas were
@@ -1048,7 +1133,8 @@ begin
   elsif v_quantity is not null then
     -- Best available takes its seats locked (SKIP LOCKED), already checked.
     v_seats := app.pick_best_seats(v_show_id, v_quantity, request->>'section', request->>'category',
-      (request->>'maxPrice')::bigint, coalesce((request->>'allowSeparate')::boolean, false), v_legs);
+      (request->>'maxPrice')::bigint, coalesce((request->>'allowSeparate')::boolean, false), v_legs,
+      best_candidates, best_start);
     if v_seats is null then
       v_reason := 'not-enough-seats';
     else
@@ -1167,10 +1253,10 @@ $$;
 
 
 --
--- Name: FUNCTION create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb); Type: COMMENT; Schema: app
+-- Name: FUNCTION create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb, best_candidates bigint[], best_start integer); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb) IS 'Book seats and standing admissions in a show: one call, one transaction, the booking written once as Confirmed, Pending or Failed. Returns {booking (with its secret), replayed}.';
+COMMENT ON FUNCTION app.create_booking(show_id uuid, request jsonb, idempotency_key text, max_seats integer, hold_default_seconds integer, hold_max_seconds integer, client_address text, hold_limits jsonb, best_candidates bigint[], best_start integer) IS 'Book seats and standing admissions in one transaction, best-available bookers trying shared candidates first; returns the booking and whether it was replayed.';
 
 
 --
@@ -1790,6 +1876,24 @@ COMMENT ON FUNCTION app.lock_booking(booking_id uuid) IS 'Lock a booking''s seat
 --
 
 CREATE FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range) RETURNS bigint[]
+    LANGUAGE sql
+    AS $$
+  select app.pick_best_seats(show_id, quantity, section, category, max_price, allow_separate, legs, null, null);
+$$;
+
+
+--
+-- Name: FUNCTION pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range) IS 'Lock and return the best `quantity` free seats (adjacent in one row unless allow_separate); null when there are not enough.';
+
+
+--
+-- Name: pick_best_seats(uuid, integer, text, text, bigint, boolean, int4range, bigint[], integer); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range, candidates bigint[], start integer) RETURNS bigint[]
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog'
     SET plan_cache_mode TO 'force_generic_plan'
@@ -1803,6 +1907,12 @@ CREATE FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text
 -- requests rank at once and commit one after another) is passed over
 -- before its lock: a lock and a subtransaction each write WAL, on the same
 -- few heap pages for every request.
+--
+-- candidates: blocks ranked once (best_candidates) for every booker who
+-- asked at the same moment, none sharing a seat; start: this booker's place
+-- among them. The first round tries them from there on, so concurrent
+-- bookers neither rank the show each nor all reach for the same block
+-- first; later rounds rank afresh, as does a booker without candidates.
 declare
   v_candidate record;
   v_bad bigint[];
@@ -1810,13 +1920,20 @@ declare
   v_got bigint[];
   v_round int;
   v_picked bigint[];
+  v_blocks bigint[];
 begin
   for v_round in 1..20 loop
     v_bad := '{}';
     v_best := null;
     v_picked := '{}';
+    -- The blocks as a two-dimensional array, a row per block, best first.
+    if v_round = 1 and candidates is not null then
+      v_blocks := candidates[greatest(start, 1):];
+    else
+      v_blocks := array(select b.seat_ids from app.best_blocks(pick_best_seats.show_id, quantity, section, category, max_price, legs) b);
+    end if;
     for v_candidate in
-      select b.seat_ids from app.best_blocks(pick_best_seats.show_id, quantity, section, category, max_price, legs) b
+      select array(select unnest(v_blocks[i:i])) as seat_ids from generate_subscripts(v_blocks, 1) i
       union all
       -- Seats one by one, nearest first (an orphan no longer matters), when
       -- the client accepts separate seats and no block of them is left.
@@ -1877,10 +1994,10 @@ $$;
 
 
 --
--- Name: FUNCTION pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range); Type: COMMENT; Schema: app
+-- Name: FUNCTION pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range, candidates bigint[], start integer); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range) IS 'Lock and return the best `quantity` free seats (adjacent in one row unless allow_separate); null when there are not enough.';
+COMMENT ON FUNCTION app.pick_best_seats(show_id uuid, quantity integer, section text, category text, max_price bigint, allow_separate boolean, legs int4range, candidates bigint[], start integer) IS 'Lock the best available seats (SKIP LOCKED), trying shared candidates from the given place first; null when there are not enough.';
 
 
 --

@@ -5,6 +5,7 @@ import type pg from 'pg';
 import type { Counter } from 'prom-client';
 import type { BookingLimits } from './config.js';
 import { bookingCredential } from './admin.js';
+import { BestAvailableRankings } from './best-available.js';
 import { clientAddress } from './client-address.js';
 import type { components, operations } from './generated/api.js';
 import { decodeCursor, encodeCursor, type PageKey } from './cursor.js';
@@ -26,7 +27,7 @@ interface Outcome<B = Booking> {
 }
 
 // The show is the first argument: the one a distributed database routes the call by (docs/scaling.md).
-const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7, $8) as result');
+const createBooking = statement('create_booking', 'select app.create_booking($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) as result');
 const getBooking = statement('get_booking', 'select app.get_booking($1, $2) as result');
 const confirmBooking = statement('confirm_booking', 'select app.confirm_booking($1, $2, $3, $4) as result');
 const cancelBooking = statement('cancel_booking', 'select app.cancel_booking($1, $2, $3, $4) as result');
@@ -69,8 +70,11 @@ export function bookingRoutes(
 ): Router {
   const router = Router();
   const credential = bookingCredential(adminToken);
+  const rankings = new BestAvailableRankings(pool);
 
   router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
+    // Best available: one ranking for the bookers asking at this moment.
+    const best = await rankings.place(req.body);
     const outcome = await act<CreatedBooking>(pool, createBooking, [
       req.body.showId,
       req.body,
@@ -81,6 +85,8 @@ export function bookingRoutes(
       // The same client as the rate limits count, so hold limits hold behind proxies too.
       clientAddress(req, { header: clientAddressHeader }),
       limits.holds,
+      best?.candidates ?? null,
+      best?.start ?? null,
     ]);
     outcomes.inc({ outcome: outcome.booking.status });
     if (outcome.booking.status === 'failed') {

@@ -14,6 +14,7 @@ import {
   type NewShow,
   type SeatMap,
 } from './support.js';
+import { BestAvailableRankings } from '../src/best-available.js';
 
 const pool = testPool(40);
 const app = await testApp(pool);
@@ -251,5 +252,54 @@ describe('concurrent best-available requests for one section', () => {
     expect(new Set(seats).size).toBe(seats.length);
     const smallestLoser = Math.min(...quantities.filter((_, i) => responses[i]?.status === 409));
     expect(await longestFreeRun(show.id, 'Floor')).toBeLessThan(smallestLoser);
+  });
+});
+
+describe('bookers asking for best available at the same moment', () => {
+  it('share one ranking, each taking the next block of it in order of arrival', async () => {
+    const rows = Array.from({ length: 4 }, (_, i) => ({ label: String.fromCharCode(65 + i), seats: 10, category: 'standard' }));
+    const show = await createShow(app, arena([{ name: 'Hall', rows }]));
+    const rankings = new BestAvailableRankings(pool);
+    const request = { showId: show.id, quantity: 3, customer: customer() };
+    // The first asks alone; the nine arriving while it ranks share the next ranking.
+    const places = await Promise.all(Array.from({ length: 10 }, () => rankings.place(request)));
+    expect(rankings.runs).toBe(2);
+    expect(places.slice(1).map((place) => place?.candidates[0]?.join())).toEqual(
+      places[1]?.candidates.slice(0, 9).map((block) => block.join()),
+    );
+    // The blocks share no seat, and the first is what best_blocks ranks first.
+    const blocks = places[1]?.candidates ?? [];
+    const seats = blocks.flat();
+    expect(new Set(seats).size).toBe(seats.length);
+    const { rows: best } = await pool.query<{ first: string[] }>(
+      `select (select b.seat_ids from app.best_blocks($1, 3, null, null, null, int4range(0, 1)) b limit 1)::text[] as first`,
+      [show.id],
+    );
+    expect(blocks[0]).toEqual(best[0]?.first);
+    // Not best available, an unknown show or stop: nothing to share.
+    expect(await rankings.place({ showId: show.id, seatLabels: ['Hall-A-1'], customer: customer() })).toBeUndefined();
+    expect(await rankings.place({ ...request, showId: '00000000-0000-4000-8000-000000000000' })).toBeUndefined();
+    expect(await rankings.place({ ...request, fromStop: 'Nowhere' })).toBeUndefined();
+  });
+
+  it('each get adjacent seats, none twice, the first of them the block a lone booker gets', async () => {
+    const rows = Array.from({ length: 6 }, (_, i) => ({ label: String.fromCharCode(65 + i), seats: 12, category: 'standard' }));
+    const layout = arena([{ name: 'Hall', rows }]);
+    const [together, alone] = [await createShow(app, layout), await createShow(app, layout)];
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, () => postJson<Booking>(server.port, '/api/bookings', { showId: together.id, quantity: 3, customer: customer() })),
+    );
+    await winners(pool, together.id, answers, 'not-enough-seats');
+    const won = answers.filter((answer) => answer.status === 201).map((answer) => answer.body);
+    // Rows of 12 hold at least three triples each, however they are placed: twelve bookers all get one.
+    expect(won).toHaveLength(12);
+    for (const booking of won) {
+      expect(new Set(booking.seats.map((seat) => seat.row)).size).toBe(1);
+      const numbers = booking.seats.map((seat) => seat.number);
+      expect(Math.max(...numbers) - Math.min(...numbers)).toBe(2);
+    }
+    const taken = won.flatMap((booking) => labels(booking));
+    expect(new Set(taken).size).toBe(36);
+    expect(taken).toEqual(expect.arrayContaining(labels((await bestAvailable(alone.id, 3).expect(201)).body)));
   });
 });
