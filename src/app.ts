@@ -177,6 +177,8 @@ export function makeApp({
       validateSecurity: false,
     }),
   );
+  // Bookings first: the on-sale's requests pass no other router's routes.
+  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads));
   app.use(operationRoutes(pool, metrics));
   app.use(showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateResponses, adminStatementTimeoutMs }));
   // Event history and the show check before a stream only read; the hub keeps its own pool.
@@ -184,7 +186,6 @@ export function makeApp({
   // Stream caps count the client the rate limits count.
   const streamClient = (req: Parameters<typeof clientKey>[0]) => clientKey(req, { header: clientAddressHeader });
   app.use(showEventRoutes(readPool, reads, events, streamOptions, { dropped: metrics.streamsDropped, logger }, adminViewer(adminToken), streamClient));
-  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads));
   app.use(ticketRoutes(pool, ticketKeys, adminToken));
   app.use(checkInRoutes(pool, ticketKeys));
   app.use(notFound);
