@@ -11,13 +11,17 @@
 //   npm run bench:profile -- --keep      keeps the .cpuprofile (for DevTools)
 //   npx tsx bench/profile.ts --from DIR  summarises a kept profile again
 //
+// A profiled run with the default settings writes its figures into
+// bench/README.md, between the profile markers.
+//
 // Arguments of the form NAME=value are given to the service's environment.
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { createBookingClient } from '../src/client.js';
+import { projectRoot } from '../src/paths.js';
 import { startLiveService } from '../tests/harness/live-service.js';
 
 const ADMIN_TOKEN = 'bench-admin-token-0123456789';
@@ -210,6 +214,7 @@ async function book(base: string, pid: number, name: string, connections: number
 }
 
 const fromArg = args.indexOf('--from');
+let results: Awaited<ReturnType<typeof book>>[] = [];
 const profileDir = fromArg >= 0 ? String(args[fromArg + 1]) : await mkdtemp(path.join(tmpdir(), 'booking-profile-'));
 if (fromArg < 0) {
   const service = await startLiveService(
@@ -223,7 +228,7 @@ if (fromArg < 0) {
     },
     { nodeArgs: profile ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [] },
   );
-  const results = [];
+  results = [];
   try {
     results.push(await book(service.base, service.pid, 'spread', 64, 100, 100));
     results.push(await book(service.base, service.pid, 'flash', 256, 10, 10));
@@ -245,6 +250,30 @@ if (profile) {
     .map(([layer, us]) => ({ layer, ms: Math.round(us / 1000), '% of busy': layer === 'idle' ? '' : ((100 * us) / busy).toFixed(1) }));
   console.log('Service main thread by layer, both scenarios (% of samples that were not idle):');
   console.table(rows);
+  if (results.length && !Object.keys(extraEnv).length) await writeReadme(results, rows);
 }
 if (args.includes('--keep') || fromArg >= 0) console.log(`profile in ${profileDir}`);
 else await rm(profileDir, { recursive: true, force: true });
+
+/** The run's figures, between bench/README.md's profile markers: the README quotes the latest profile. */
+async function writeReadme(
+  scenarios: Awaited<ReturnType<typeof book>>[],
+  layers: { layer: string; ms: number; '% of busy': string }[],
+): Promise<void> {
+  const file = path.join(projectRoot, 'bench', 'README.md');
+  const readme = await readFile(file, 'utf8');
+  const section = [
+    '<!-- profile:start -->',
+    `Latest profile (\`npm run bench:profile\`, ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${duration} s a scenario, the built service under \`--cpu-prof\`):`,
+    '',
+    '| scenario | connections | req/s | p99 ms | service CPU ms/answer |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...scenarios.map((s) => `| ${s.scenario} | ${s.connections} | ${s['req/s']} | ${s['p99 ms']} | ${s['service CPU ms/req']} |`),
+    '',
+    '| layer of the main thread | % of busy samples |',
+    '| --- | ---: |',
+    ...layers.filter((l) => l.layer !== 'idle').map((l) => `| ${l.layer} | ${l['% of busy']}% |`),
+    '<!-- profile:end -->',
+  ].join('\n');
+  await writeFile(file, readme.replace(/<!-- profile:start -->[\s\S]*<!-- profile:end -->/, section));
+}
