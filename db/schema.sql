@@ -1929,6 +1929,9 @@ begin
     -- The blocks as a two-dimensional array, a row per block, best first.
     if v_round = 1 and candidates is not null then
       v_blocks := candidates[greatest(start, 1):];
+      -- Ranked a moment ago for several bookers: those booked since, in one
+      -- look instead of one a candidate.
+      v_bad := coalesce(app.taken_seats(v_blocks, legs, clock_timestamp()), '{}');
     else
       v_blocks := array(select b.seat_ids from app.best_blocks(pick_best_seats.show_id, quantity, section, category, max_price, legs) b);
     end if;
