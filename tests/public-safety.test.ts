@@ -239,6 +239,23 @@ describe('defects an outside acceptance run found', () => {
     await book({ showId: show.id, seatLabels: ['Stalls-B-2'], customer: { name: 'נעמי שמר', email: 'naomi@example.com' } }).expect(201);
   });
 
+  it('control and direction-override characters are refused by the database too, should a caller skip the contract', async () => {
+    const show = await createShow(app);
+    const direct = (name: string, seat: string) =>
+      pool.query<{ result: { booking: { status: string } } }>('select app.create_booking($1, null, 10) as result', [
+        { showId: show.id, seatLabels: [seat], customer: { name, email: 'ada@example.com' } },
+      ]);
+    for (const name of ['Ada\u202eecalevoL', 'Ada\u0007', 'Ada\u2066x', '\u200f', 'Ada\ufeff']) {
+      await expect(direct(name, 'Stalls-B-2')).rejects.toMatchObject({ code: '23514', constraint: 'bookings_printable' });
+    }
+    expect((await direct('נעמי שמר', 'Stalls-B-2')).rows[0]?.result.booking.status).toBe('confirmed');
+    const { rows } = await pool.query<{ n: number }>(
+      `select count(*)::int as n from app.bookings where show_id = $1 and customer_email = 'ada@example.com'`,
+      [show.id],
+    );
+    expect(rows[0]?.n).toBe(1);
+  });
+
   it('email addresses are checked as mail systems take them', async () => {
     const show = await createShow(app);
     for (const email of ['ada@localhost', 'ada..l@example.com', '.ada@example.com', 'ada@-example.com', 'ada@example..com', `${'a'.repeat(65)}@example.com`, 'ada lovelace@example.com']) {
