@@ -35,27 +35,23 @@ interface Ranking {
   handedOut: number;
 }
 
-export interface BestPlace {
-  candidates: string[][];
-  start: number;
-}
-
 export class BestAvailableRankings {
   private readonly flights = new SingleFlight<Ranking | undefined>();
 
   constructor(private readonly pool: pg.Pool) {}
 
-  /** Rankings run so far, and bookers that waited to share one: for tests. */
+  /** Rankings run so far: for tests. */
   get runs(): number {
     return this.flights.runs;
   }
 
   /**
-   * This booker's blocks and its place among them; undefined when the
+   * This booker's blocks, from its place among the sharers on (so the
+   * booking function starts at the first of them); undefined when the
    * request is not best available or could not be ranked (an unknown show
    * or stop): the booking function then ranks, or refuses, itself.
    */
-  async place(request: NewBooking): Promise<BestPlace | undefined> {
+  async place(request: NewBooking): Promise<string[][] | undefined> {
     if (request.quantity === undefined || request.areas?.length) return undefined;
     const args = [
       request.showId,
@@ -76,6 +72,6 @@ export class BestAvailableRankings {
     const from = ranking.handedOut;
     ranking.handedOut += 1;
     const candidates = ranking.blocks.slice(from, from + BLOCKS_PER_BOOKER);
-    return candidates.length ? { candidates, start: 1 } : undefined;
+    return candidates.length ? candidates : undefined;
   }
 }

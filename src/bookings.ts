@@ -85,8 +85,9 @@ export function bookingRoutes(
       // The same client as the rate limits count, so hold limits hold behind proxies too.
       clientAddress(req, { header: clientAddressHeader }),
       limits.holds,
-      best?.candidates ?? null,
-      best?.start ?? null,
+      // Only this booker's blocks are sent, so it starts at the first.
+      best ?? null,
+      null,
     ]);
     outcomes.inc({ outcome: outcome.booking.status });
     if (outcome.booking.status === 'failed') {
