@@ -21,12 +21,13 @@ const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;
 const cell = (text: string) => text.replace(/\|/g, '\\|');
 const figure = (n: number | undefined) => (n === undefined ? '–' : n.toLocaleString('en'));
 
-const colours = { service: '#2563eb', create_booking: '#f59e0b', minimal: '#9ca3af' } as const;
+const colours = { service: '#2563eb', bare_express: '#93c5fd', create_booking: '#f59e0b', minimal: '#9ca3af' } as const;
 
 function chart(report: Report): string {
   const bars: Array<{ label: string; value: number; kind: keyof typeof colours }> = [];
   for (const c of report.comparisons) {
     bars.push({ label: `${c.workload}: service (HTTP, ${c.connections})`, value: c.serviceRps, kind: 'service' });
+    if (c.bareExpress) bars.push({ label: `${c.workload}: bare Express, select 1`, value: c.bareExpress.requestsPerSecond, kind: 'bare_express' });
     if (c.functionTps !== undefined) bars.push({ label: `${c.workload}: pgbench → create_booking`, value: c.functionTps, kind: 'create_booking' });
     if (c.minimalTps !== undefined) bars.push({ label: `${c.workload}: pgbench → minimal`, value: c.minimalTps, kind: 'minimal' });
   }
@@ -64,14 +65,14 @@ function statuses(r: ScenarioResult): string {
 
 function comparisonTable(report: Report): string[] {
   const lines = [
-    '| workload | conn. | service req/s | p50 / p99 / max ms | statuses | pgbench → `create_booking` tps | pgbench → minimal tps | service / minimal | function / minimal | service / function | service / compared | peak RSS MB |',
-    '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| workload | conn. | service req/s | p50 / p99 / max ms | statuses | pgbench → `create_booking` tps | pgbench → minimal tps | bare Express req/s (p99 ms) | service / minimal | function / minimal | service / function | service / bare Express | bare Express / minimal | service / compared | peak RSS MB |',
+    '| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const c of report.comparisons) {
     const r = report.results.find((result) => result.name === c.workload);
     if (!r) continue;
     lines.push(
-      `| ${c.workload}: ${c.description} | ${c.connections} | ${figure(c.serviceRps)} | ${r.latencyMs.p50} / ${r.latencyMs.p99} / ${r.latencyMs.max} | ${statuses(r)} | ${figure(c.functionTps)} | ${figure(c.minimalTps)} | ${c.serviceToMinimal ?? '–'} | ${c.functionToMinimal ?? '–'} | ${c.serviceToFunction ?? '–'} | ${c.comparedTo ? `${c.serviceToCompared ?? '–'} (to ${c.comparedTo})` : '–'} | ${r.peakRssMb} |`,
+      `| ${c.workload}: ${c.description} | ${c.connections} | ${figure(c.serviceRps)} | ${r.latencyMs.p50} / ${r.latencyMs.p99} / ${r.latencyMs.max} | ${statuses(r)} | ${figure(c.functionTps)} | ${figure(c.minimalTps)} | ${c.bareExpress ? `${figure(c.bareExpress.requestsPerSecond)} (${c.bareExpress.p99})` : '–'} | ${c.serviceToMinimal ?? '–'} | ${c.functionToMinimal ?? '–'} | ${c.serviceToFunction ?? '–'} | ${c.serviceToBareExpress ?? '–'} | ${c.bareExpressToMinimal ?? '–'} | ${c.comparedTo ? `${c.serviceToCompared ?? '–'} (to ${c.comparedTo})` : '–'} | ${r.peakRssMb} |`,
     );
   }
   return lines;

@@ -18,6 +18,7 @@
 //                                 at each scenario's peak RSS
 //   npm run bench -- --only=best-available --rounds=3
 //                                 the named booking workloads, round after round
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { availableParallelism } from 'node:os';
@@ -27,6 +28,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { createBookingClient, type components } from '../src/client.js';
+import { readConfig } from '../src/config.js';
+import { freePort } from '../src/embedded-postgres.js';
 import { projectRoot } from '../src/paths.js';
 import { DatabaseCosts, quiesce, type DatabaseCost } from './database-cost.js';
 import { invariantViolations } from './invariants.js';
@@ -83,9 +86,13 @@ export interface Comparison {
   serviceRps: number;
   functionTps?: number;
   minimalTps?: number;
+  /** Bare Express 5 with one `select 1` a request (bench/bare-express.ts), under the same load: the HTTP ceiling. */
+  bareExpress?: { requestsPerSecond: number; p99: number };
   serviceToMinimal?: number;
   functionToMinimal?: number;
   serviceToFunction?: number;
+  serviceToBareExpress?: number;
+  bareExpressToMinimal?: number;
   /** The workload this one is measured against, and the ratio of their service rates. */
   comparedTo?: string;
   serviceToCompared?: number;
@@ -355,6 +362,55 @@ async function minimalBaseline(context: Context, workload: Workload, limitUrl: s
   return { name: workload.name, target: 'minimal', ...result, ...(database ? { database } : {}) };
 }
 
+/** bench/bare-express.ts as a child process on the bench's database server, with the service's pool size. */
+async function startBareExpress(databaseUrl: string): Promise<{ base: string; stop: () => Promise<void> }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', `${projectRoot}bench/bare-express.ts`], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), POOL_SIZE: String(readConfig({}).databasePoolSize) },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  const stop = async () => {
+    if (child.exitCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    await exited;
+  };
+  for (let i = 0; i < 150 && child.exitCode === null; i++) {
+    if (await fetch(base).then(() => true, () => false)) return { base, stop };
+    await sleep(100);
+  }
+  await stop();
+  throw new Error('the bare Express service did not start');
+}
+
+/** Bare Express under the workload's load: the same connections and request bodies as the service's run. */
+async function bareExpressBaseline(
+  context: Context,
+  workload: Workload,
+  bare: { base: string },
+): Promise<{ requestsPerSecond: number; p99: number }> {
+  await quiesce(context.db);
+  let n = 0;
+  const result = await autocannon({
+    url: `${bare.base}/book`,
+    connections: workload.connections,
+    duration,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    requests: [
+      {
+        setupRequest: (request) => {
+          n += 1;
+          const body = { showId: 'bare', ...seatsFor(workload, n), customer: { name: `Bench ${n}`, email: `bench${n}@example.com` } };
+          return { ...request, body: JSON.stringify(body) };
+        },
+      },
+    ],
+  });
+  return { requestsPerSecond: Math.round(result.requests.average), p99: result.latency.p99 };
+}
+
 /** Reads of a 20,000-seat show's map: whole, then revalidated with its ETag. */
 async function seatMapScenarios({ base, pid }: Context): Promise<ScenarioResult[]> {
   const showId = await createShow(base, 50, 100, 4);
@@ -620,6 +676,7 @@ const service = await startLiveService(
 const db = new pg.Pool({ connectionString: service.databaseUrl, max: 4 });
 const costs = await DatabaseCosts.open(service.databaseUrl.replace(/\/booking_live$/, '/postgres'));
 let failed = false;
+let bareExpress: Awaited<ReturnType<typeof startBareExpress>> | undefined;
 metricsBase = service.base;
 try {
   const context: Context = { base: service.base, pid: service.pid, db, costs };
@@ -633,6 +690,7 @@ try {
     await psqlFile(limitUrl, path.join(LIMIT_DIR, 'minimal.sql'));
   }
   for (const note of notes) console.log(note);
+  if (baselinesOn) bareExpress = await startBareExpress(service.databaseUrl);
 
   // Each workload three ways back to back (same duration, fresh seats), so
   // the three share whatever else the machine is doing at that moment.
@@ -645,6 +703,7 @@ try {
     results.push(served);
     const viaFunction = PGBENCH && baselinesOn ? await functionBaseline(context, workload, service.databaseUrl) : undefined;
     const minimal = limitUrl && baselinesOn ? await minimalBaseline(context, workload, limitUrl) : undefined;
+    const bare = bareExpress && workload.minimal ? await bareExpressBaseline(context, workload, bareExpress) : undefined;
     for (const baseline of [viaFunction, minimal]) if (baseline) baselines.push(baseline);
     comparisons.push({
       workload: workload.name,
@@ -653,9 +712,12 @@ try {
       serviceRps: served.requestsPerSecond,
       functionTps: viaFunction?.transactionsPerSecond,
       minimalTps: minimal?.transactionsPerSecond,
+      ...(bare ? { bareExpress: bare } : {}),
       serviceToMinimal: ratio(served.requestsPerSecond, minimal?.transactionsPerSecond),
       functionToMinimal: ratio(viaFunction?.transactionsPerSecond, minimal?.transactionsPerSecond),
       serviceToFunction: ratio(served.requestsPerSecond, viaFunction?.transactionsPerSecond),
+      serviceToBareExpress: ratio(served.requestsPerSecond, bare?.requestsPerSecond),
+      bareExpressToMinimal: ratio(bare?.requestsPerSecond, minimal?.transactionsPerSecond),
     });
     const compared = comparisons.find((c) => c.workload === workload.comparedTo);
     const current = comparisons.at(-1);
@@ -696,6 +758,9 @@ try {
       'service/minimal': c.serviceToMinimal ?? '',
       'function/minimal': c.functionToMinimal ?? '',
       'service/function': c.serviceToFunction ?? '',
+      'bare Express req/s': c.bareExpress?.requestsPerSecond ?? '',
+      'service/bare Express': c.serviceToBareExpress ?? '',
+      'bare Express/minimal': c.bareExpressToMinimal ?? '',
       'service/compared': c.comparedTo ? `${c.serviceToCompared ?? ''} (to ${c.comparedTo})` : '',
     })),
   );
@@ -741,6 +806,7 @@ try {
   console.log(`results written to ${path.relative(projectRoot, file)}`);
   if (!smoke && !partial) await writeReport(report);
 } finally {
+  await bareExpress?.stop();
   await costs?.end();
   await db.end();
   await service.stop();
