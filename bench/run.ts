@@ -366,7 +366,7 @@ async function minimalBaseline(context: Context, workload: Workload, limitUrl: s
 async function startBareExpress(databaseUrl: string): Promise<{ base: string; stop: () => Promise<void> }> {
   const port = await freePort();
   const child = spawn(process.execPath, ['--import', 'tsx', `${projectRoot}bench/bare-express.ts`], {
-    env: { ...process.env, DATABASE_URL: databaseUrl, PORT: String(port), POOL_SIZE: String(readConfig({}).databasePoolSize) },
+    env: { ...process.env, NODE_ENV: 'production', DATABASE_URL: databaseUrl, PORT: String(port), POOL_SIZE: String(readConfig({}).databasePoolSize) },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const base = `http://127.0.0.1:${port}`;
@@ -692,8 +692,9 @@ try {
   for (const note of notes) console.log(note);
   if (baselinesOn) bareExpress = await startBareExpress(service.databaseUrl);
 
-  // Each workload three ways back to back (same duration, fresh seats), so
-  // the three share whatever else the machine is doing at that moment.
+  // Each workload's runs back to back (the service, pgbench on its function,
+  // the minimal function, bare Express; same duration, fresh seats), so they
+  // share whatever else the machine is doing at that moment.
   const results: ScenarioResult[] = [];
   const baselines: PgbenchResult[] = [];
   const comparisons: Comparison[] = [];
