@@ -9,7 +9,8 @@
 //   npm run bench -- --only=fan-out,seat-map --no-baselines
 //                                 named scenarios only (the booking workloads,
 //                                 seat-map, fan-out, door-rush), without the
-//                                 pgbench runs; written to results/partial.json
+//                                 pgbench and bare Express runs; written to
+//                                 results/partial.json
 //   npm run bench -- --node-args="--max-semi-space-size=4"
 //                                 the service's Node and V8 flags instead of
 //                                 those of `npm start`
