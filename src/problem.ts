@@ -77,6 +77,11 @@ export type ProblemType = keyof typeof problemTypes;
 const kinds: Record<ProblemType, ProblemKind> = problemTypes;
 const entries = Object.entries(kinds) as Array<[ProblemType, ProblemKind]>;
 
+/**
+ * An answer the client gets as a problem. It is an outcome, not a fault: a
+ * lost seat is one in an on-sale's every few requests, and no one reads its
+ * stack (an unexpected error is logged as itself), so none is captured.
+ */
 export class ProblemError extends Error {
   readonly status: number;
   constructor(
@@ -85,7 +90,10 @@ export class ProblemError extends Error {
     readonly members: Record<string, unknown> = {},
     readonly headers: Record<string, string> = {},
   ) {
+    const stackTraceLimit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(detail);
+    Error.stackTraceLimit = stackTraceLimit;
     this.name = 'ProblemError';
     this.status = problemTypes[problemType].status;
   }
