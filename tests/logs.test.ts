@@ -103,8 +103,17 @@ describe('the logs', () => {
     const who = person('Mistake');
     const token = secret();
     logger.info({ customer: who, booking: { customer: who, secret: token }, req: { headers: { authorization: `Bearer ${token}` } }, email: who.email }, 'oops');
-    const line = logged.at(-1) ?? '';
+    let line = logged.at(-1) ?? '';
     expect(line).toContain('oops');
+    for (const value of [who.name, who.email, token]) expect(line).not.toContain(value);
+    // At any depth, in arrays too; what is not censored stays as it was.
+    const original = { orders: [{ lines: [{ booking: { holder: { customer: who } }, seat: 'A-1' }] }], note: { deep: { deeper: { deepest: { password: token } } } } };
+    const copy = structuredClone(original);
+    logger.warn(original, 'oops, deeper');
+    expect(original, 'the logged object itself is not changed').toEqual(copy);
+    line = logged.at(-1) ?? '';
+    expect(line).toContain('oops, deeper');
+    expect(line).toContain('"seat":"A-1"');
     expect(line).toContain('[redacted]');
     for (const value of [who.name, who.email, token]) expect(line).not.toContain(value);
   });
