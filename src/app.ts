@@ -164,28 +164,32 @@ export function makeApp({
       next();
     },
   });
-  app.use(guards);
   const limiter = { windowMs: limits.windowMs, connection: pool.options, clientAddressHeader };
-  if (limits.max > 0) {
-    app.post('/api/bookings', postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' }));
-  }
+  const parseJson = express.json({ limit: bodyLimit });
+  const validate = OpenApiValidator.middleware({
+    apiSpec: apiSpecPath,
+    // allErrors: a client learns every wrong field at once.
+    validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
+    validateResponses: validateResponses ? { removeAdditional: false } : false,
+    validateFormats: true,
+    // Credentials are checked by the contract's guards below, before the body is read.
+    validateSecurity: false,
+    // The contract takes no uploads.
+    fileUploader: false,
+  });
+  const bookings = bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads);
+  // The on-sale's request has a route of its own: the same rate limit,
+  // body parser and contract validation as any request, without passing
+  // the credential guards (it needs none) and the routers it never uses.
+  const bookingLimit = limits.max > 0 ? [postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' })] : [];
+  app.post('/api/bookings', ...bookingLimit, parseJson, validate, bookings.create);
+  app.use(guards);
   if (limits.reads) {
     app.get(['/api/shows', '/api/shows/*rest'], postgresLimiter({ ...limiter, name: 'reads', limit: limits.reads, what: 'reads of shows' }));
   }
-  app.use(express.json({ limit: bodyLimit }));
-  app.use(
-    OpenApiValidator.middleware({
-      apiSpec: apiSpecPath,
-      // allErrors: a client learns every wrong field at once.
-      validateRequests: { allowUnknownQueryParameters: false, allErrors: true },
-      validateResponses: validateResponses ? { removeAdditional: false } : false,
-      validateFormats: true,
-      // Credentials are checked by the contract's guards above, before the body is read.
-      validateSecurity: false,
-    }),
-  );
-  // Bookings first: the on-sale's requests pass no other router's routes.
-  app.use(bookingRoutes(pool, bookingLimits, metrics.bookings, adminToken, clientAddressHeader, reads));
+  app.use(parseJson);
+  app.use(validate);
+  app.use(bookings.router);
   app.use(operationRoutes(pool, metrics));
   app.use(showRoutes({ pool, reads, seatMaps, replicaSeatMaps, validateResponses, adminStatementTimeoutMs }));
   // Event history and the show check before a stream only read; the hub keeps its own pool.

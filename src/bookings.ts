@@ -1,6 +1,6 @@
 // Bookings: book seats (one call of the booking core), read, confirm and
 // cancel a booking. Each handler is one database call.
-import { Router, type Request, type Response } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import type pg from 'pg';
 import type { Counter } from 'prom-client';
 import type { BookingLimits } from './config.js';
@@ -59,6 +59,13 @@ function sendOutcome(res: Response, status: number, outcome: Outcome<Booking | C
   res.status(status).set(replayHeaders(outcome)).json(outcome.booking);
 }
 
+export interface BookingRoutes {
+  /** POST /api/bookings, the on-sale's request: the app gives it a route of its own (app.ts). */
+  create: RequestHandler;
+  /** Every other booking route. */
+  router: Router;
+}
+
 export function bookingRoutes(
   pool: pg.Pool,
   limits: BookingLimits,
@@ -67,12 +74,12 @@ export function bookingRoutes(
   clientAddressHeader?: string,
   /** With a read replica, an answered change hands out the position its reads must wait for. */
   reads?: ReadRouting,
-): Router {
+): BookingRoutes {
   const router = Router();
   const credential = bookingCredential(adminToken);
   const rankings = new BestAvailableRankings(pool);
 
-  router.post('/api/bookings', async (req: Request<object, unknown, NewBooking>, res) => {
+  const create = async (req: Request<object, unknown, NewBooking>, res: Response) => {
     // Best available: one ranking for the bookers asking at this moment.
     const best = await rankings.place(req.body);
     const outcome = await act<CreatedBooking>(pool, createBooking, [
@@ -107,7 +114,7 @@ export function bookingRoutes(
     res.location(`/api/bookings/${outcome.booking.id}`);
     await reads?.sendWritePosition(res);
     sendOutcome(res, 201, outcome);
-  });
+  };
 
   router.get('/api/bookings/:bookingId', async (req: Request<BookingPath>, res) => {
     const booking = await callJson<Booking>(pool, getBooking, [req.params.bookingId, credential(req)]);
@@ -144,5 +151,5 @@ export function bookingRoutes(
     res.json(page.next ? { items: page.items, nextCursor: encodeCursor(page.next) } : { items: page.items });
   });
 
-  return router;
+  return { create: create as RequestHandler, router };
 }
