@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { makeApp } from './app.js';
+import { createAppServer } from './app-server.js';
 import { ConfigError, readConfig } from './config.js';
 import { createPool } from './db.js';
 import { loggerOptions, prettyTransport } from './logging.js';
@@ -150,7 +151,7 @@ const sweeper = startSweeper(pool, config.sweepIntervalMs, logger);
 // 1, 3, 7 s. Node's default (511) already holds the 256 of the flash
 // benchmark (0 listen overflows measured); this leaves room beyond it. The
 // kernel caps it at net.core.somaxconn.
-const server: Server = app.listen({ port: config.port, host: config.host, backlog: 2048 }, () => {
+const server: Server = createAppServer(app).listen({ port: config.port, host: config.host, backlog: 2048 }, () => {
   logger.info(`listening on http://${config.host === '0.0.0.0' ? 'localhost' : config.host}:${config.port}`);
 });
 

@@ -1,0 +1,52 @@
+// The service's HTTP server creates each request and response with its
+// Express app's prototypes, so Express changes no object's prototype and
+// every request keeps one hidden class (see src/app-server.ts).
+import { spawnSync } from 'node:child_process';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { describe, expect, it } from 'vitest';
+import { createAppServer } from '../src/app-server.js';
+import { projectRoot } from '../src/paths.js';
+
+function hiddenClasses(): { statuses: number[]; same: Array<{ request: boolean; response: boolean }> } {
+  const run = spawnSync(process.execPath, ['--allow-natives-syntax', '--import', 'tsx', 'tests/harness/hidden-classes.ts'], { cwd: projectRoot, encoding: 'utf8', timeout: 30_000 });
+  expect(run.stderr).toBe('');
+  return JSON.parse(run.stdout) as ReturnType<typeof hiddenClasses>;
+}
+
+describe('the app server', () => {
+  it('creates requests and responses with the app’s prototypes, before Express sees them', async () => {
+    const app = express();
+    app.get('/answer', (_req, res) => {
+      res.set('X-Answered', 'yes').json({ answer: 42 });
+    });
+    const server = createAppServer(app);
+    const born: boolean[] = [];
+    server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+      born.push(Object.getPrototypeOf(req) === app.request && Object.getPrototypeOf(res) === app.response);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = server.address() as AddressInfo;
+      for (let n = 0; n < 3; n += 1) {
+        const answer = await fetch(`http://127.0.0.1:${port}/answer`);
+        expect(answer.status).toBe(200);
+        expect(answer.headers.get('x-answered')).toBe('yes');
+        expect(await answer.json()).toEqual({ answer: 42 });
+      }
+      expect(born).toEqual([true, true, true]);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('keeps one hidden class for every request and response', () => {
+    // (Served by a plain http.createServer, Node 20's V8 gives every one a
+    // new hidden class; a later V8 may not, so that is not asserted here.)
+    const { statuses, same } = hiddenClasses();
+    expect(statuses).toEqual([201, 201, 201, 201, 201, 201]);
+    expect(same).toHaveLength(5);
+    expect(same.every(({ request, response }) => request && response)).toBe(true);
+  });
+});
