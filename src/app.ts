@@ -182,7 +182,10 @@ export function makeApp({
   // body parser and contract validation as any request, without passing
   // the credential guards (it needs none) and the routers it never uses.
   const bookingLimit = limits.max > 0 ? [postgresLimiter({ ...limiter, name: 'bookings', limit: limits.max, what: 'bookings' })] : [];
-  app.post('/api/bookings', ...bookingLimit, parseJson, validate, bookings.create);
+  // The one error handler answers there too: a lost seat, the on-sale's
+  // common answer, does not travel through every later layer to reach it.
+  const problems = problemHandler(bodyLimit);
+  app.post('/api/bookings', ...bookingLimit, parseJson, validate, bookings.create, problems);
   app.use(guards);
   if (limits.reads) {
     app.get(['/api/shows', '/api/shows/*rest'], postgresLimiter({ ...limiter, name: 'reads', limit: limits.reads, what: 'reads of shows' }));
@@ -200,6 +203,6 @@ export function makeApp({
   app.use(ticketRoutes(pool, ticketKeys, adminToken));
   app.use(checkInRoutes(pool, ticketKeys));
   app.use(notFound);
-  app.use(problemHandler(bodyLimit));
+  app.use(problems);
   return app;
 }
