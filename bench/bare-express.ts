@@ -25,6 +25,10 @@ app.post('/book', async (req, res) => {
   const { rows } = await pool.query<{ one: number }>('select 1 as one');
   res.status(201).json({ showId: (req.body as { showId?: string }).showId, status: 'confirmed', one: rows[0]?.one });
 });
+// What the bench waits for before loading it, as for the service.
+app.get('/ready', (_req, res) => {
+  res.end();
+});
 const server = createAppServer(app).listen(Number(process.env.PORT), '127.0.0.1');
 process.once('SIGTERM', () => {
   server.close();

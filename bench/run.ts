@@ -34,7 +34,7 @@ import { freePort } from '../src/embedded-postgres.js';
 import { projectRoot } from '../src/paths.js';
 import { DatabaseCosts, quiesce, type DatabaseCost } from './database-cost.js';
 import { invariantViolations } from './invariants.js';
-import { startLiveService } from '../tests/harness/live-service.js';
+import { startLiveService, waitUntilReady } from '../tests/harness/live-service.js';
 import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, writeScript, type PgbenchResult } from './pgbench.js';
 import { writeReport, type Report } from './report.js';
 import { TicketKeys } from '../src/ticket-codes.js';
@@ -377,12 +377,13 @@ async function startBareExpress(databaseUrl: string): Promise<{ base: string; st
     child.kill('SIGTERM');
     await exited;
   };
-  for (let i = 0; i < 150 && child.exitCode === null; i++) {
-    if (await fetch(base).then(() => true, () => false)) return { base, stop };
-    await sleep(100);
+  try {
+    await waitUntilReady(base, child, 15_000);
+  } catch (error) {
+    await stop();
+    throw error;
   }
-  await stop();
-  throw new Error('the bare Express service did not start');
+  return { base, stop };
 }
 
 /** Bare Express under the workload's load: the same connections and request bodies as the service's run. */
