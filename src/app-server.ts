@@ -2,25 +2,18 @@
 import { createServer, IncomingMessage, ServerResponse, type Server } from 'node:http';
 import type { Express } from 'express';
 
-type Constructor = new (...args: never[]) => object;
-
-/** Node's request and response types are plain constructor functions, not classes (Node 20 to 24). */
-function isPlainConstructor(type: Constructor): boolean {
-  return !Function.prototype.toString.call(type).startsWith('class');
-}
-
 /**
- * A constructor that runs `base` on an object made with `prototype`, as if
- * it were `base`'s own. (Only `new` is kept, not `base`'s statics.)
- * Reflect.construct with another new.target would also give the object
- * `prototype`, but V8 then makes a hidden class for each object.
+ * Makes `own`, a subclass's prototype, stand in for `prototype`: the same
+ * own properties and the same prototype. Instances of a derived class
+ * share one hidden class in V8. (A plain function with `prototype` that
+ * calls Node's constructor leaves a response with slow, dictionary
+ * properties, and Reflect.construct with a plain function as new.target
+ * gives each object a hidden class of its own.)
  */
-function bornWith<C extends Constructor>(base: C, prototype: object): C {
-  function Born(this: object, ...args: never[]): void {
-    (base as unknown as (...args: never[]) => void).apply(this, args);
-  }
-  Born.prototype = prototype;
-  return Born as unknown as C;
+function standIn(own: object, prototype: object): void {
+  delete (own as { constructor?: unknown }).constructor;
+  Object.setPrototypeOf(own, Object.getPrototypeOf(prototype));
+  Object.defineProperties(own, Object.getOwnPropertyDescriptors(prototype));
 }
 
 /**
@@ -31,18 +24,19 @@ function bornWith<C extends Constructor>(base: C, prototype: object): C {
  * Object.setPrototypeOf. V8 gives each object so changed a hidden class of
  * its own, so every property read in every middleware sees a new shape on
  * each request and falls back to its slowest path, and each request leaves
- * new hidden classes behind for the collector. Created with the app's
- * prototypes, the objects already have them: Express changes nothing, and
- * all requests share one shape. Should Node's types become classes, the
- * server is a plain one.
+ * new hidden classes behind for the collector. Here the app's prototypes
+ * are replaced, once, by those of subclasses of Node's request and
+ * response, with the same properties and the same prototypes; the server
+ * creates its requests and responses from these subclasses. Express then
+ * finds each object already has its app's prototype and changes nothing,
+ * and all requests share one shape.
  */
 export function createAppServer(app: Express): Server {
-  if (!isPlainConstructor(IncomingMessage) || !isPlainConstructor(ServerResponse)) return createServer(app);
-  return createServer(
-    {
-      IncomingMessage: bornWith<typeof IncomingMessage>(IncomingMessage, app.request),
-      ServerResponse: bornWith<typeof ServerResponse>(ServerResponse, app.response),
-    },
-    app,
-  );
+  class AppRequest extends IncomingMessage {}
+  class AppResponse extends ServerResponse {}
+  standIn(AppRequest.prototype, app.request);
+  standIn(AppResponse.prototype, app.response);
+  app.request = AppRequest.prototype as Express['request'];
+  app.response = AppResponse.prototype as Express['response'];
+  return createServer({ IncomingMessage: AppRequest, ServerResponse: AppResponse }, app);
 }
