@@ -21,7 +21,7 @@ import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from '../src/e
 import { runMigrations } from '../src/migrate.js';
 import { projectRoot } from '../src/paths.js';
 import { TicketKeys } from '../src/ticket-codes.js';
-import { productionNodeFlags } from '../tests/harness/live-service.js';
+import { productionNodeFlags, waitUntilReady } from '../tests/harness/live-service.js';
 
 export const HAPROXY = '/usr/sbin/haproxy';
 /** How long a drained instance keeps serving before SIGTERM: requests already on their way arrive. */
@@ -141,17 +141,6 @@ export function haproxyConfig(
     ...servers.map((s) => `  server ${s.name} 127.0.0.1:${s.port} check`),
     '',
   ].join('\n');
-}
-
-/** Waits for an instance's /ready to answer 200, or for it to exit. */
-async function waitUntilReady(base: string, child: ChildProcess, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`it exited (${child.exitCode ?? child.signalCode})`);
-    if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return;
-    if (Date.now() > deadline) throw new Error('it did not become ready');
-    await sleep(100);
-  }
 }
 
 /** One command on the proxy's stats socket. */

@@ -25,7 +25,9 @@ export interface LiveService {
 export async function waitUntilReady(base: string, service?: ChildProcess, timeoutMs = 30_000): Promise<number> {
   const started = Date.now();
   while (Date.now() - started < timeoutMs) {
-    if (service && service.exitCode !== null) throw new Error(`the service exited with code ${service.exitCode}`);
+    if (service && (service.exitCode !== null || service.signalCode !== null)) {
+      throw new Error(`the service exited (${service.exitCode ?? service.signalCode})`);
+    }
     if (await fetch(`${base}/ready`).then((r) => r.ok, () => false)) return Date.now() - started;
     await sleep(100);
   }
