@@ -3,7 +3,7 @@
 // booking can be on PostgreSQL.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -57,12 +57,16 @@ export async function pgbench(
   };
 }
 
-/** A pgbench script in a directory of its own; returns its path. */
-export async function writeScript(lines: string[]): Promise<string> {
+/** Runs `use` with a pgbench script written to a directory of its own, which is removed after. */
+export async function withScript<T>(lines: string[], use: (file: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(path.join(tmpdir(), 'booking-pgbench-'));
-  const file = path.join(dir, 'book.sql');
-  await writeFile(file, `${lines.join('\n')}\n`);
-  return file;
+  try {
+    const file = path.join(dir, 'book.sql');
+    await writeFile(file, `${lines.join('\n')}\n`);
+    return await use(file);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export async function psqlFile(url: string, file: string): Promise<void> {

@@ -35,7 +35,7 @@ import { projectRoot } from '../src/paths.js';
 import { DatabaseCosts, quiesce, type DatabaseCost } from './database-cost.js';
 import { invariantViolations } from './invariants.js';
 import { startLiveService, waitUntilReady } from '../tests/harness/live-service.js';
-import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, writeScript, type PgbenchResult } from './pgbench.js';
+import { LIMIT_DIR, PGBENCH, minimalUnavailable, pgbench, psqlFile, withScript, type PgbenchResult } from './pgbench.js';
 import { writeReport, type Report } from './report.js';
 import { TicketKeys } from '../src/ticket-codes.js';
 
@@ -330,10 +330,9 @@ async function bookingScenario(
 /** pgbench calling app.create_booking with the workload's requests, on a show of its own. */
 async function functionBaseline(context: Context, workload: Workload, databaseUrl: string): Promise<PgbenchResult> {
   const showId = await createShow(context.base, workload.rows, workload.seatsPerRow, 1, workload.areaCapacity);
-  const script = await writeScript(functionScript(workload, showId));
   await quiesce(context.db);
   const mark = await context.costs?.start();
-  const result = await pgbench(databaseUrl, script, workload.connections, duration);
+  const result = await withScript(functionScript(workload, showId), (script) => pgbench(databaseUrl, script, workload.connections, duration));
   await quiesce(context.db);
   const database = mark && context.costs ? await context.costs.finish(mark, 'booking_live', () => showBookings(context.db, showId)) : undefined;
   const violations = await invariantViolations(context.db, [], showId);
