@@ -1115,13 +1115,17 @@ begin
       -- FOR NO KEY UPDATE conflicts with itself and with nothing else.
       perform 1 from app.seats s where s.id = any(v_seats) order by s.id for no key update;
       -- Under the locks, a new statement sees every booking committed
-      -- before they were granted.
+      -- before they were granted. The legs overlap is written out, here and
+      -- below, so that the generic plan takes the B-tree on seat_id: with
+      -- `legs && v_legs` it may take the exclusion constraint's GiST index
+      -- by the overlap alone, and read every active booking of every show.
       v_now := clock_timestamp();
       select array_agg(distinct bs.seat_id order by bs.seat_id) filter (where bs.held_until is null or bs.held_until > v_now),
              coalesce(bool_or(bs.held_until <= v_now), false)
       into v_taken, v_lapsed
       from app.booking_seats bs
-      where bs.seat_id = any(v_seats) and bs.active and bs.legs && v_legs;
+      where bs.seat_id = any(v_seats) and bs.active
+        and lower(bs.legs) < upper(v_legs) and lower(v_legs) < upper(bs.legs);
       if v_taken is not null then
         select jsonb_agg(jsonb_build_object('id', s.id, 'label', s.label) order by s.id) into v_unavailable_json
         from app.seats s where s.id = any(v_taken);
@@ -1142,7 +1146,8 @@ begin
       v_now := clock_timestamp();
       select coalesce(bool_or(bs.held_until <= v_now), false) into v_lapsed
       from app.booking_seats bs
-      where bs.seat_id = any(v_seats) and bs.active and bs.legs && v_legs;
+      where bs.seat_id = any(v_seats) and bs.active
+        and lower(bs.legs) < upper(v_legs) and lower(v_legs) < upper(bs.legs);
     end if;
   end if;
 
@@ -1176,18 +1181,21 @@ begin
       v_now := clock_timestamp();
       select coalesce(v_lapsed, false) or coalesce(bool_or(bs.held_until <= v_now), false) into v_lapsed
       from app.booking_seats bs
-      where bs.seat_id = any(v_units) and bs.active and bs.legs && v_legs;
+      where bs.seat_id = any(v_units) and bs.active
+        and lower(bs.legs) < upper(v_legs) and lower(v_legs) < upper(bs.legs);
     end if;
     if v_lapsed then
       perform 1 from app.bookings b
       where b.id in (select bs.booking_id from app.booking_seats bs
-                     where bs.seat_id = any(v_claim) and bs.active and bs.legs && v_legs)
+                     where bs.seat_id = any(v_claim) and bs.active
+                       and lower(bs.legs) < upper(v_legs) and lower(v_legs) < upper(bs.legs))
         and b.status = 'pending' and b.expires_at <= v_now
       order by b.id
       for update;
       update app.bookings b set status = 'expired', updated_at = v_now
       where b.id in (select bs.booking_id from app.booking_seats bs
-                     where bs.seat_id = any(v_claim) and bs.active and bs.legs && v_legs)
+                     where bs.seat_id = any(v_claim) and bs.active
+                       and lower(bs.legs) < upper(v_legs) and lower(v_legs) < upper(bs.legs))
         and b.status = 'pending' and b.expires_at <= v_now;
     end if;
     v_held_until := case when v_hold then v_now + make_interval(secs => v_hold_seconds) end;
