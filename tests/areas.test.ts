@@ -50,7 +50,7 @@ async function areaRoom(showId: string, query: Record<string, string> = {}) {
 }
 
 
-async function bookInSql(client: pg.Client, body: Record<string, unknown>): Promise<Booking> {
+async function bookInSql(client: pg.Client | pg.Pool, body: Record<string, unknown>): Promise<Booking> {
   const { rows } = await client.query<{ result: { booking: Booking } }>('select app.create_booking($1) as result', [
     { customer: customer(), ...body },
   ]);
@@ -315,6 +315,82 @@ describe('an area on a trip', () => {
     const second = await book({ showId: show.id, areas: [{ name: 'Deck', quantity: 2 }], fromStop: 'Dover', toStop: 'London' }).expect(201);
     expect(second.body.areas[0].price).toBe(600);
     expect(await deck('Calais', 'London')).toMatchObject({ available: 0, booked: 2 });
+    expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
+  });
+});
+
+describe('a large area', () => {
+  /** Books `orders` orders of ten admissions on each of `connections` separate connections. */
+  async function fill(showId: string, connections: number, orders: number, legs: Record<string, string> = {}): Promise<Booking[]> {
+    const results = await withClients(connections, async (client) => {
+      const mine: Booking[] = [];
+      for (let i = 0; i < orders; i += 1) mine.push(await bookInSql(client, { showId, areas: [{ name: 'Floor', quantity: 10 }], ...legs }));
+      return mine;
+    });
+    return results.flat();
+  }
+
+  it('sells exactly its capacity of 2,000 to orders of ten on 20 separate connections', async () => {
+    const show = await createShow(app, concert(2000));
+    const all = await fill(show.id, 20, 11);
+    expect(all.filter((b) => b.status === 'confirmed')).toHaveLength(200);
+    expect(all.filter((b) => b.status === 'failed').every((b) => b.failureReason === 'area-full')).toBe(true);
+    expect(await activeUnits(show.id)).toBe(2000);
+    expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
+    expect(await areaRoom(show.id)).toMatchObject({ capacity: 2000, available: 0, booked: 2000 });
+    expect((await bookInSql(pool, { showId: show.id, areas: [{ name: 'Floor', quantity: 1 }] })).failureReason).toBe('area-full');
+  });
+
+  it('finds room for an admission in a few pages while half full, not in a read of all its bookings', async () => {
+    const show = await createShow(app, concert(5000));
+    expect((await fill(show.id, 25, 10)).every((b) => b.status === 'confirmed')).toBe(true);
+    // Pages read by one claim of one admission, measured by the server;
+    // each is given back. The first call of the transaction plans the
+    // function's statements, so it is left out. Counting every booking of
+    // the half-full area alone read about 800 pages.
+    const pages = await withClients(1, async (client) => {
+      await client.query('begin');
+      try {
+        const read: number[] = [];
+        for (let i = 0; i < 8; i += 1) {
+          const { rows } = await client.query<{ 'QUERY PLAN': [{ Plan: { 'Shared Hit Blocks': number; 'Shared Read Blocks': number } }] }>(
+            `explain (analyze, buffers, format json) select app.claim_area_units($1, 'Floor', 1, int4range(0, 1))`,
+            [show.id],
+          );
+          const plan = rows[0]?.['QUERY PLAN'][0].Plan;
+          if (i > 0 && plan) read.push(plan['Shared Hit Blocks'] + plan['Shared Read Blocks']);
+        }
+        return read.sort((a, b) => a - b);
+      } finally {
+        await client.query('rollback');
+      }
+    });
+    expect(pages[0]).toHaveLength(7);
+    expect(pages[0]?.[3]).toBeLessThan(250);
+  });
+
+  it('on a trip, is full on a leg whose every unit is taken and has room on the next', async () => {
+    const show = await createShow(app, {
+      kind: 'trip',
+      name: 'Night ferry',
+      venue: 'Harbour',
+      currency: 'EUR',
+      stops: [
+        { name: 'Calais', departsAt: '2099-05-01T08:00:00Z' },
+        { name: 'Dover', departsAt: '2099-05-01T09:30:00Z' },
+        { name: 'London', departsAt: '2099-05-01T11:30:00Z' },
+      ],
+      categories: [{ code: 'deck', price: 300 }],
+      sections: [{ name: 'Saloon', rows: [{ label: 'A', seats: 2, category: 'deck' }] }],
+      areas: [{ name: 'Floor', category: 'deck', capacity: 1100 }],
+    });
+    const firstLeg = await fill(show.id, 10, 11, { fromStop: 'Calais', toStop: 'Dover' });
+    expect(firstLeg.every((b) => b.status === 'confirmed')).toBe(true);
+    const across = await bookInSql(pool, { showId: show.id, areas: [{ name: 'Floor', quantity: 1 }], fromStop: 'Calais', toStop: 'London' });
+    expect(across.failureReason).toBe('area-full');
+    const secondLeg = await fill(show.id, 10, 11, { fromStop: 'Dover', toStop: 'London' });
+    expect(secondLeg.every((b) => b.status === 'confirmed')).toBe(true);
+    expect(await activeUnits(show.id)).toBe(2200);
     expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
   });
 });
