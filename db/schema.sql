@@ -804,18 +804,26 @@ begin
     -- Which one: the first free unit others lock from a random unit on, so
     -- the bookers that wait spread over the lockers instead of all queueing
     -- on the area's first free unit and waking one by one.
+    -- Read as the locking pass reads, upwards from it and then from the
+    -- area's first unit, each an index range that stops at the first free
+    -- unit (ordering by `s.id < v_start` sorted every free unit first).
     v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
-    select s.id into v_wait
-    from app.seats s
-    where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-      and s.id <> all(v_got)
-      and not exists (
-        select 1 from app.booking_seats bs
-        where bs.seat_id = any(array[s.id]) and bs.active
-          and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-          and (bs.held_until is null or bs.held_until > clock_timestamp()))
-    order by s.id < v_start, s.id
-    limit 1;
+    for v_pass in 1..2 loop
+      select s.id into v_wait
+      from app.seats s
+      where s.show_id = claim_area_units.show_id and s.section = area and s.standing
+        and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
+        and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
+        and s.id <> all(v_got)
+        and not exists (
+          select 1 from app.booking_seats bs
+          where bs.seat_id = any(array[s.id]) and bs.active
+            and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
+            and (bs.held_until is null or bs.held_until > clock_timestamp()))
+      order by s.id
+      limit 1;
+      exit when v_wait is not null;
+    end loop;
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;

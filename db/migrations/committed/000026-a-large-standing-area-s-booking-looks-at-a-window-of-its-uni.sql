@@ -1,5 +1,5 @@
 --! Previous: sha1:cb2f8b9ebfd206f9c2d122dbc1c85ffd51c9a4a9
---! Hash: sha1:c1866c52066d41cc64aaccf6a717a31def1b384a
+--! Hash: sha1:2298e51d5e0740a1c320ebe0987b3f072b8d26db
 --! Message: A large standing area's booking looks at a window of its units before counting all its bookings, and searches its unit ranges by index
 
 -- A large standing area's booking no longer reads the whole area. Each
@@ -13,8 +13,10 @@
 -- from a random one, without a lock; finding N free ones there it skips
 -- the count and starts its locking pass at the first. The count, when it
 -- still runs (a nearly full or full area, or a small one), reads the
--- B-tree on seat_id, and every probe of a unit's bookings too. Which
--- bookings are seen as taken, and so which requests fail, is unchanged.
+-- B-tree on seat_id, and every probe of a unit's bookings too. A booker
+-- that finds the free units locked by others picks the one to wait for by
+-- two index ranges instead of sorting every free unit. Which bookings are
+-- seen as taken, and so which requests fail, is unchanged.
 
 create or replace function app.claim_area_units(show_id uuid, area text, quantity int, legs int4range) returns bigint[]
 language plpgsql
@@ -151,18 +153,26 @@ begin
     -- Which one: the first free unit others lock from a random unit on, so
     -- the bookers that wait spread over the lockers instead of all queueing
     -- on the area's first free unit and waking one by one.
+    -- Read as the locking pass reads, upwards from it and then from the
+    -- area's first unit, each an index range that stops at the first free
+    -- unit (ordering by `s.id < v_start` sorted every free unit first).
     v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
-    select s.id into v_wait
-    from app.seats s
-    where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-      and s.id <> all(v_got)
-      and not exists (
-        select 1 from app.booking_seats bs
-        where bs.seat_id = any(array[s.id]) and bs.active
-          and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-          and (bs.held_until is null or bs.held_until > clock_timestamp()))
-    order by s.id < v_start, s.id
-    limit 1;
+    for v_pass in 1..2 loop
+      select s.id into v_wait
+      from app.seats s
+      where s.show_id = claim_area_units.show_id and s.section = area and s.standing
+        and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
+        and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
+        and s.id <> all(v_got)
+        and not exists (
+          select 1 from app.booking_seats bs
+          where bs.seat_id = any(array[s.id]) and bs.active
+            and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
+            and (bs.held_until is null or bs.held_until > clock_timestamp()))
+      order by s.id
+      limit 1;
+      exit when v_wait is not null;
+    end loop;
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;
