@@ -1,5 +1,5 @@
 --! Previous: sha1:cb2f8b9ebfd206f9c2d122dbc1c85ffd51c9a4a9
---! Hash: sha1:2298e51d5e0740a1c320ebe0987b3f072b8d26db
+--! Hash: sha1:8c16c0639f7f350aeaf21b22f8305e62cbf472a2
 --! Message: A large standing area's booking looks at a window of its units before counting all its bookings, and searches its unit ranges by index
 
 -- A large standing area's booking no longer reads the whole area. Each
@@ -10,13 +10,13 @@
 -- was empty and 300 half full; the count alone took 8 ms at 85% full.
 --
 -- Now an area of more than 1,024 units first looks at 128 of its units
--- from a random one, without a lock; finding N free ones there it skips
--- the count and starts its locking pass at the first. The count, when it
--- still runs (a nearly full or full area, or a small one), reads the
--- B-tree on seat_id, and every probe of a unit's bookings too. A booker
--- that finds the free units locked by others picks the one to wait for by
--- two index ranges instead of sorting every free unit. Which bookings are
--- seen as taken, and so which requests fail, is unchanged.
+-- from a random one, then from another, without a lock; finding N free
+-- ones it skips the count and starts its locking pass at the first. The
+-- count, when it still runs (a nearly full or full area, or a small one),
+-- reads the B-tree on seat_id, and every probe of a unit's bookings too.
+-- A booker that finds the free units locked by others picks the one to
+-- wait for by two index ranges instead of sorting every free unit. Which
+-- bookings are seen as taken, and so which requests fail, is unchanged.
 
 create or replace function app.claim_area_units(show_id uuid, area text, quantity int, legs int4range) returns bigint[]
 language plpgsql
@@ -53,27 +53,33 @@ begin
   -- transaction is changing (xmax 0) is taken whatever happens next, and
   -- the area is full when fewer than N units are left besides those.
   -- In a large area, first a look at 128 consecutive units from a random
-  -- one, stopping at the N-th free unit: an area that is not nearly full is
-  -- answered there, whatever its size, and the locking read starts at the
-  -- first free unit it saw. Otherwise the count reads every active booking
+  -- one, stopping at the N-th free unit, and then at 128 from another:
+  -- an area that is not nearly full is answered there, whatever its size,
+  -- and the locking read starts at the first free unit seen (the units a
+  -- sale takes from random starts leave long taken runs, which a second
+  -- look steps past: at 90% and 97% full, 20 to 60% more bookings a
+  -- second than with one). Otherwise the count reads every active booking
   -- of the area: one range read of the B-tree on seat_id over the area's
   -- unit ids (consecutive within a show). On a 20,000-unit area it read
   -- about 3,100 pages; with `legs && legs` the exclusion constraint's GiST
   -- index, 6,700 and a sort.
   v_open := 0;
   if v_area.capacity > 1024 then
-    v_start := v_area.first_unit_id
-      + floor(random() * greatest(v_area.last_unit_id - v_area.first_unit_id - 126, 1))::bigint;
-    select count(*), min(f.id) into v_open, v_first
-    from (select s.id from app.seats s
-          where s.id between v_start and least(v_start + 127, v_area.last_unit_id)
-            and not exists (
-              select 1 from app.booking_seats bs
-              where bs.seat_id = any(array[s.id]) and bs.active
-                and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-                and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid)
-          order by s.id
-          limit quantity) f;
+    for v_pass in 1..2 loop
+      v_start := v_area.first_unit_id
+        + floor(random() * greatest(v_area.last_unit_id - v_area.first_unit_id - 126, 1))::bigint;
+      select count(*), min(f.id) into v_open, v_first
+      from (select s.id from app.seats s
+            where s.id between v_start and least(v_start + 127, v_area.last_unit_id)
+              and not exists (
+                select 1 from app.booking_seats bs
+                where bs.seat_id = any(array[s.id]) and bs.active
+                  and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
+                  and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid)
+            order by s.id
+            limit quantity) f;
+      exit when v_open >= quantity;
+    end loop;
   end if;
   if v_open >= quantity then
     v_start := v_first;
