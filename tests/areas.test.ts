@@ -369,6 +369,34 @@ describe('a large area', () => {
     expect(pages[0]?.[3]).toBeLessThan(250);
   });
 
+  it('is full while holds fill it, and sells their units the instant they lapse', async () => {
+    const show = await createShow(app, concert(1100));
+    const held = await withClients(10, async (client) => {
+      const mine: Booking[] = [];
+      for (let i = 0; i < 11; i += 1) {
+        mine.push(await bookInSql(client, { showId: show.id, areas: [{ name: 'Floor', quantity: 10 }], hold: true, holdSeconds: 5 }));
+      }
+      return mine;
+    });
+    expect(held.flat().every((b) => b.status === 'pending')).toBe(true);
+    // Five seconds leave a loaded machine time to take all 110 holds first.
+    expect((await bookInSql(pool, { showId: show.id, areas: [{ name: 'Floor', quantity: 1 }] })).failureReason).toBe('area-full');
+    const lapse = Math.max(...held.flat().map((b) => Date.parse(b.expiresAt ?? '')));
+    await new Promise((resolve) => setTimeout(resolve, lapse - Date.now() + 200));
+    const after = await fill(show.id, 10, 2);
+    expect(after.every((b) => b.status === 'confirmed')).toBe(true);
+    // A booker that took a lapsed hold's units recorded that hold as
+    // expired, which freed all ten of its units: the 200 units sold were
+    // in at least 20 expired holds, and only the holds still pending keep
+    // theirs.
+    const counts = await bookingCounts(pool, show.id);
+    expect(counts.confirmed).toBe(20);
+    expect(counts.expired).toBeGreaterThanOrEqual(20);
+    expect((counts.pending ?? 0) + (counts.expired ?? 0)).toBe(110);
+    expect(await activeUnits(show.id)).toBe(200 + 10 * (counts.pending ?? 0));
+    expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
+  });
+
   it('on a trip, is full on a leg whose every unit is taken and has room on the next', async () => {
     const show = await createShow(app, {
       kind: 'trip',
