@@ -24,9 +24,26 @@ export async function lapsedHolds(db: pg.Pool, showId?: string): Promise<string[
 }
 
 /**
+ * Standing areas whose ledger of taken units (app.area_ledger) does not sum
+ * to their number of active booking rows (of one show, or all). Read in one
+ * statement: both change in the same transactions, so any snapshot agrees.
+ */
+export async function areaCountMismatches(db: pg.Pool, showId?: string): Promise<string[]> {
+  const { rows } = await db.query<{ area: string }>(
+    `select a.show_id || '/' || a.name as area from app.areas a
+     where ($1::uuid is null or a.show_id = $1)
+       and (select coalesce(sum(l.taken), 0) from app.area_ledger l where l.show_id = a.show_id and l.area = a.name)
+           <> (select count(*) from app.booking_seats bs
+               where bs.seat_id between a.first_unit_id and a.last_unit_id and bs.active)`,
+    [showId ?? null],
+  );
+  return rows.map((row) => row.area);
+}
+
+/**
  * The violations of a run's end state: seats in two active bookings, 201s
- * that are not Confirmed, holds alive past their expiry. Empty is the only
- * acceptable answer.
+ * that are not Confirmed, holds alive past their expiry, standing areas
+ * miscounted. Empty is the only acceptable answer.
  */
 export async function invariantViolations(db: pg.Pool, confirmedIds: Iterable<string>, showId?: string): Promise<string[]> {
   const violations: string[] = [];
@@ -41,5 +58,7 @@ export async function invariantViolations(db: pg.Pool, confirmedIds: Iterable<st
   if (confirmed !== ids.length) violations.push(`${ids.length - confirmed} bookings answered 201 but are not confirmed`);
   const lapsed = await lapsedHolds(db, showId);
   if (lapsed.length) violations.push(`${lapsed.length} pending bookings past their expiry`);
+  const miscounted = await areaCountMismatches(db, showId);
+  if (miscounted.length) violations.push(`${miscounted.length} standing areas whose ledger of taken units is not their active bookings`);
   return violations;
 }

@@ -149,6 +149,7 @@ describe('Citus readiness: the rules docs/scaling.md depends on', () => {
     expect(unclassified).toEqual([]);
     expect([...byShow.keys()].sort()).toEqual(
       [
+        'app.area_ledger',
         'app.areas',
         'app.booking_seats',
         'app.bookings',
