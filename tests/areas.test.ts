@@ -40,6 +40,27 @@ function concert(capacity: number, overrides: Partial<NewShow> = {}): NewShow {
   });
 }
 
+/** A trip of two legs, a small saloon and a standing deck area. */
+function ferry(area: { name: string; capacity: number }): NewShow {
+  return {
+    kind: 'trip',
+    name: 'Ferry',
+    venue: 'Harbour',
+    currency: 'EUR',
+    stops: [
+      { name: 'Calais', departsAt: '2099-05-01T08:00:00Z' },
+      { name: 'Dover', departsAt: '2099-05-01T09:30:00Z' },
+      { name: 'London', departsAt: '2099-05-01T11:30:00Z' },
+    ],
+    categories: [
+      { code: 'standard', price: 1000 },
+      { code: 'deck', price: 300 },
+    ],
+    sections: [{ name: 'Saloon', rows: [{ label: 'A', seats: 2, category: 'standard' }] }],
+    areas: [{ ...area, category: 'deck' }],
+  };
+}
+
 function book(body: Record<string, unknown>) {
   return request(app).post('/api/bookings').send({ customer: customer(), ...body });
 }
@@ -288,23 +309,7 @@ describe('holds of an area', () => {
 });
 
 describe('an area on a trip', () => {
-  const trip: NewShow = {
-    kind: 'trip',
-    name: 'Ferry',
-    venue: 'Harbour',
-    currency: 'EUR',
-    stops: [
-      { name: 'Calais', departsAt: '2099-05-01T08:00:00Z' },
-      { name: 'Dover', departsAt: '2099-05-01T09:30:00Z' },
-      { name: 'London', departsAt: '2099-05-01T11:30:00Z' },
-    ],
-    categories: [
-      { code: 'standard', price: 1000 },
-      { code: 'deck', price: 300 },
-    ],
-    sections: [{ name: 'Saloon', rows: [{ label: 'A', seats: 2, category: 'standard' }] }],
-    areas: [{ name: 'Deck', category: 'deck', capacity: 2 }],
-  };
+  const trip = ferry({ name: 'Deck', capacity: 2 });
 
   it('is sold per leg: full on one leg, free on the next', async () => {
     const show = await createShow(app, trip);
@@ -418,20 +423,7 @@ describe('a large area', () => {
   });
 
   it('on a trip, is full on a leg whose every unit is taken and has room on the next', async () => {
-    const show = await createShow(app, {
-      kind: 'trip',
-      name: 'Night ferry',
-      venue: 'Harbour',
-      currency: 'EUR',
-      stops: [
-        { name: 'Calais', departsAt: '2099-05-01T08:00:00Z' },
-        { name: 'Dover', departsAt: '2099-05-01T09:30:00Z' },
-        { name: 'London', departsAt: '2099-05-01T11:30:00Z' },
-      ],
-      categories: [{ code: 'deck', price: 300 }],
-      sections: [{ name: 'Saloon', rows: [{ label: 'A', seats: 2, category: 'deck' }] }],
-      areas: [{ name: 'Floor', category: 'deck', capacity: 1100 }],
-    });
+    const show = await createShow(app, ferry({ name: 'Floor', capacity: 1100 }));
     const firstLeg = await fill(show.id, 10, 11, { fromStop: 'Calais', toStop: 'Dover' });
     expect(firstLeg.every((b) => b.status === 'confirmed')).toBe(true);
     const across = await bookInSql(pool, { showId: show.id, areas: [{ name: 'Floor', quantity: 1 }], fromStop: 'Calais', toStop: 'London' });
