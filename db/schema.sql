@@ -691,7 +691,6 @@ declare
   v_got bigint[];
   v_new bigint[];
   v_taken bigint[];
-  v_free bigint[];
   v_wait bigint;
   v_first bigint;
   v_round int;
@@ -699,6 +698,7 @@ declare
   v_open int;
   v_found int;
   v_rows int;
+  v_cands bigint[];
 begin
   select a.first_unit_id, a.last_unit_id, a.capacity, sh.leg_count into v_area
   from app.areas a join app.shows sh on sh.id = a.show_id
@@ -756,20 +756,16 @@ begin
   if v_found >= quantity then
     v_start := v_first;
   else
-    -- Not seen, and not known from the area's ledger: the taken units are
-    -- counted. A unit in a committed booking that no transaction is
-    -- changing (xmax 0) is taken whatever happens next. One range read of
-    -- the B-tree on seat_id over the area's unit ids (consecutive within a
-    -- show): about 3,100 pages on a full area of 20,000.
-    if v_open is null then
-      select v_area.capacity - count(distinct bs.seat_id) into v_open
-      from app.booking_seats bs
-      where bs.seat_id between v_area.first_unit_id and v_area.last_unit_id and bs.active
-        and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-        and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid;
-      if v_open < quantity then
-        return null;
-      end if;
+    -- Not seen: the area is nearly full, or small. Its free units, by one
+    -- read of its bookings in the B-tree on seat_id (a unit in a committed
+    -- booking that no transaction is changing, xmax 0, is taken whatever
+    -- happens next), are the only units the locking pass then tries:
+    -- reading up from a random unit through the long runs of taken units
+    -- that a sale's random starts leave cost an index probe a unit. Fewer
+    -- than N, and the area is full.
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    if coalesce(cardinality(v_cands), 0) < quantity then
+      return null;
     end if;
     v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
   end if;
@@ -789,25 +785,40 @@ begin
           -- = any(array[unit]) and the legs overlap written out, so that the
           -- probe takes the B-tree on seat_id: 3 pages, where the exclusion
           -- constraint's GiST index read 7, and about 50 with `legs && legs`.
-          select array_agg(u.id) into v_new
-          from (select s.id from app.seats s
-                where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-                  and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
-                  and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
-                  and s.id <> all(v_got)
-                  and not exists (
-                    select 1 from app.booking_seats bs
-                    where bs.seat_id = any(array[s.id]) and bs.active
-                      and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-                      and (bs.held_until is null or bs.held_until > clock_timestamp()))
-                order by s.id
-                limit quantity - cardinality(v_got)
-                for no key update skip locked) u;
+          if v_cands is null then
+            select array_agg(u.id) into v_new
+            from (select s.id from app.seats s
+                  where s.show_id = claim_area_units.show_id and s.section = area and s.standing
+                    and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
+                    and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
+                    and s.id <> all(v_got)
+                    and not exists (
+                      select 1 from app.booking_seats bs
+                      where bs.seat_id = any(array[s.id]) and bs.active
+                        and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
+                        and (bs.held_until is null or bs.held_until > clock_timestamp()))
+                  order by s.id
+                  limit quantity - cardinality(v_got)
+                  for no key update skip locked) u;
+          else
+            select array_agg(u.id) into v_new
+            from (select s.id from app.seats s
+                  where s.id = any(v_cands)
+                    and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
+                    and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
+                    and s.id <> all(v_got)
+                  order by s.id
+                  limit quantity - cardinality(v_got)
+                  for no key update skip locked) u;
+          end if;
           exit when v_new is null;
           -- Under the locks, a new statement: booked by a transaction that
           -- committed between this statement's snapshot and our lock?
           v_taken := app.taken_seats(v_new, legs, clock_timestamp());
           v_got := v_got || array(select x from unnest(v_new) x where x <> all(coalesce(v_taken, '{}')));
+          if v_taken is not null and v_cands is not null then
+            v_cands := array(select x from unnest(v_cands) x where x <> all(v_taken));
+          end if;
           -- Otherwise read again: the next statement sees those taken.
           exit when v_taken is null or cardinality(v_got) >= quantity;
         end loop;
@@ -823,41 +834,12 @@ begin
     end;
     -- Enough free units, counting those other bookers lock right now? They
     -- may still fail and free them: wait for one, holding no unit of this
-    -- area, then try again. Otherwise the area is full.
-    select array_agg(f.id) into v_free
-    from (select s.id from app.seats s
-          where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-            and not exists (
-              select 1 from app.booking_seats bs
-              where bs.seat_id = any(array[s.id]) and bs.active
-                and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-                and (bs.held_until is null or bs.held_until > clock_timestamp()))
-          order by s.id
-          limit quantity) f;
-    exit when coalesce(cardinality(v_free), 0) < quantity;
-    -- Which one: the first free unit others lock from a random unit on, so
-    -- the bookers that wait spread over the lockers instead of all queueing
-    -- on the area's first free unit and waking one by one.
-    -- Read as the locking pass reads, upwards from it and then from the
-    -- area's first unit, each an index range that stops at the first free
-    -- unit (ordering by `s.id < v_start` sorted every free unit first).
-    v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
-    for v_pass in 1..2 loop
-      select s.id into v_wait
-      from app.seats s
-      where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-        and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
-        and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
-        and s.id <> all(v_got)
-        and not exists (
-          select 1 from app.booking_seats bs
-          where bs.seat_id = any(array[s.id]) and bs.active
-            and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-            and (bs.held_until is null or bs.held_until > clock_timestamp()))
-      order by s.id
-      limit 1;
-      exit when v_wait is not null;
-    end loop;
+    -- area, then try again, among the free units only. Otherwise the area
+    -- is full. Which one: a random one, so the bookers that wait spread
+    -- over the lockers instead of all queueing on one and waking one by one.
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    exit when coalesce(cardinality(v_cands), 0) < quantity;
+    v_wait := v_cands[1 + floor(random() * cardinality(v_cands))::int];
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;
@@ -1568,6 +1550,41 @@ $$;
 --
 
 COMMENT ON FUNCTION app.create_show(spec jsonb) IS 'Creates a show or trip with its categories, stops, sales window, every seat of its layout and every unit of its standing areas, in one transaction.';
+
+
+--
+-- Name: free_units(bigint, bigint, int4range); Type: FUNCTION; Schema: app
+--
+
+CREATE FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range) RETURNS bigint[]
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog'
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+-- The units of an area (ids first_unit to last_unit) that no committed,
+-- unchanging booking holds over these legs (xmax 0, as claim_area_units
+-- counts them): every id, less the area's bookings read in one range of
+-- the B-tree on seat_id. A hash of those, not an index probe a unit.
+begin
+  return (
+    select array_agg(f.u order by f.u)
+    from (
+      select generate_series(first_unit, last_unit) as u
+      except
+      select bs.seat_id from app.booking_seats bs
+      where bs.seat_id between first_unit and last_unit and bs.active
+        and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
+        and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid
+    ) f);
+end;
+$$;
+
+
+--
+-- Name: FUNCTION free_units(first_unit bigint, last_unit bigint, legs int4range); Type: COMMENT; Schema: app
+--
+
+COMMENT ON FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range) IS 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
 
 
 --

@@ -1,5 +1,5 @@
 --! Previous: sha1:8c16c0639f7f350aeaf21b22f8305e62cbf472a2
---! Hash: sha1:1b8690ff573db9b1a86a980d5b153e5c7e70d0fa
+--! Hash: sha1:6bbc6bf6dcb947e29c38945a08ba3366368a5c1d
 --! Message: A full standing area answers its losers from a ledger of taken units, not by counting its bookings
 
 -- A full standing area answers its losers without counting its bookings.
@@ -17,6 +17,16 @@
 -- ledger first, while it is short, and answers a full area there unless a
 -- hold of the area has lapsed (its units stay in the ledger until it is
 -- expired); trips, whose units are taken per leg, still count.
+--
+-- And a nearly full area is no longer searched an index probe a unit:
+-- when its looks at 128 units find no room, a booking reads the area's
+-- free units at once (app.free_units: every unit id less the area's
+-- bookings, in one range of the B-tree on seat_id) and its locking pass,
+-- and a wait for a unit others lock, try only those. That replaces the
+-- count, and the reads from a random unit up through the long runs of
+-- taken units that a sale's random starts leave. 16 clients, an area of
+-- 10,000: 407 against 151 bookings a second at 97% full, 875 against 583
+-- at 99%; full, half full and an area of 100 within the noise.
 --
 -- Measured on a scratch server, 8 clients, an area of 20,000 and the sweep
 -- each second: full, 4,392 and 4,570 losers answered a second against 379
@@ -85,6 +95,30 @@ begin
 end;
 $$;
 
+create or replace function app.free_units(first_unit bigint, last_unit bigint, legs int4range) returns bigint[]
+language plpgsql stable
+set search_path = pg_catalog
+set plan_cache_mode = force_generic_plan
+as $$
+-- The units of an area (ids first_unit to last_unit) that no committed,
+-- unchanging booking holds over these legs (xmax 0, as claim_area_units
+-- counts them): every id, less the area's bookings read in one range of
+-- the B-tree on seat_id. A hash of those, not an index probe a unit.
+begin
+  return (
+    select array_agg(f.u order by f.u)
+    from (
+      select generate_series(first_unit, last_unit) as u
+      except
+      select bs.seat_id from app.booking_seats bs
+      where bs.seat_id between first_unit and last_unit and bs.active
+        and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
+        and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid
+    ) f);
+end;
+$$;
+comment on function app.free_units(bigint, bigint, int4range) is 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
+
 create or replace function app.claim_area_units(show_id uuid, area text, quantity int, legs int4range) returns bigint[]
 language plpgsql
 set search_path = pg_catalog
@@ -107,7 +141,6 @@ declare
   v_got bigint[];
   v_new bigint[];
   v_taken bigint[];
-  v_free bigint[];
   v_wait bigint;
   v_first bigint;
   v_round int;
@@ -115,6 +148,7 @@ declare
   v_open int;
   v_found int;
   v_rows int;
+  v_cands bigint[];
 begin
   select a.first_unit_id, a.last_unit_id, a.capacity, sh.leg_count into v_area
   from app.areas a join app.shows sh on sh.id = a.show_id
@@ -172,20 +206,16 @@ begin
   if v_found >= quantity then
     v_start := v_first;
   else
-    -- Not seen, and not known from the area's ledger: the taken units are
-    -- counted. A unit in a committed booking that no transaction is
-    -- changing (xmax 0) is taken whatever happens next. One range read of
-    -- the B-tree on seat_id over the area's unit ids (consecutive within a
-    -- show): about 3,100 pages on a full area of 20,000.
-    if v_open is null then
-      select v_area.capacity - count(distinct bs.seat_id) into v_open
-      from app.booking_seats bs
-      where bs.seat_id between v_area.first_unit_id and v_area.last_unit_id and bs.active
-        and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-        and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid;
-      if v_open < quantity then
-        return null;
-      end if;
+    -- Not seen: the area is nearly full, or small. Its free units, by one
+    -- read of its bookings in the B-tree on seat_id (a unit in a committed
+    -- booking that no transaction is changing, xmax 0, is taken whatever
+    -- happens next), are the only units the locking pass then tries:
+    -- reading up from a random unit through the long runs of taken units
+    -- that a sale's random starts leave cost an index probe a unit. Fewer
+    -- than N, and the area is full.
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    if coalesce(cardinality(v_cands), 0) < quantity then
+      return null;
     end if;
     v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
   end if;
@@ -205,25 +235,40 @@ begin
           -- = any(array[unit]) and the legs overlap written out, so that the
           -- probe takes the B-tree on seat_id: 3 pages, where the exclusion
           -- constraint's GiST index read 7, and about 50 with `legs && legs`.
-          select array_agg(u.id) into v_new
-          from (select s.id from app.seats s
-                where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-                  and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
-                  and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
-                  and s.id <> all(v_got)
-                  and not exists (
-                    select 1 from app.booking_seats bs
-                    where bs.seat_id = any(array[s.id]) and bs.active
-                      and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-                      and (bs.held_until is null or bs.held_until > clock_timestamp()))
-                order by s.id
-                limit quantity - cardinality(v_got)
-                for no key update skip locked) u;
+          if v_cands is null then
+            select array_agg(u.id) into v_new
+            from (select s.id from app.seats s
+                  where s.show_id = claim_area_units.show_id and s.section = area and s.standing
+                    and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
+                    and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
+                    and s.id <> all(v_got)
+                    and not exists (
+                      select 1 from app.booking_seats bs
+                      where bs.seat_id = any(array[s.id]) and bs.active
+                        and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
+                        and (bs.held_until is null or bs.held_until > clock_timestamp()))
+                  order by s.id
+                  limit quantity - cardinality(v_got)
+                  for no key update skip locked) u;
+          else
+            select array_agg(u.id) into v_new
+            from (select s.id from app.seats s
+                  where s.id = any(v_cands)
+                    and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
+                    and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
+                    and s.id <> all(v_got)
+                  order by s.id
+                  limit quantity - cardinality(v_got)
+                  for no key update skip locked) u;
+          end if;
           exit when v_new is null;
           -- Under the locks, a new statement: booked by a transaction that
           -- committed between this statement's snapshot and our lock?
           v_taken := app.taken_seats(v_new, legs, clock_timestamp());
           v_got := v_got || array(select x from unnest(v_new) x where x <> all(coalesce(v_taken, '{}')));
+          if v_taken is not null and v_cands is not null then
+            v_cands := array(select x from unnest(v_cands) x where x <> all(v_taken));
+          end if;
           -- Otherwise read again: the next statement sees those taken.
           exit when v_taken is null or cardinality(v_got) >= quantity;
         end loop;
@@ -239,41 +284,12 @@ begin
     end;
     -- Enough free units, counting those other bookers lock right now? They
     -- may still fail and free them: wait for one, holding no unit of this
-    -- area, then try again. Otherwise the area is full.
-    select array_agg(f.id) into v_free
-    from (select s.id from app.seats s
-          where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-            and not exists (
-              select 1 from app.booking_seats bs
-              where bs.seat_id = any(array[s.id]) and bs.active
-                and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-                and (bs.held_until is null or bs.held_until > clock_timestamp()))
-          order by s.id
-          limit quantity) f;
-    exit when coalesce(cardinality(v_free), 0) < quantity;
-    -- Which one: the first free unit others lock from a random unit on, so
-    -- the bookers that wait spread over the lockers instead of all queueing
-    -- on the area's first free unit and waking one by one.
-    -- Read as the locking pass reads, upwards from it and then from the
-    -- area's first unit, each an index range that stops at the first free
-    -- unit (ordering by `s.id < v_start` sorted every free unit first).
-    v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
-    for v_pass in 1..2 loop
-      select s.id into v_wait
-      from app.seats s
-      where s.show_id = claim_area_units.show_id and s.section = area and s.standing
-        and s.id >= case when v_pass = 1 then v_start else v_area.first_unit_id end
-        and s.id < case when v_pass = 1 then v_area.last_unit_id + 1 else v_start end
-        and s.id <> all(v_got)
-        and not exists (
-          select 1 from app.booking_seats bs
-          where bs.seat_id = any(array[s.id]) and bs.active
-            and lower(bs.legs) < upper(claim_area_units.legs) and lower(claim_area_units.legs) < upper(bs.legs)
-            and (bs.held_until is null or bs.held_until > clock_timestamp()))
-      order by s.id
-      limit 1;
-      exit when v_wait is not null;
-    end loop;
+    -- area, then try again, among the free units only. Otherwise the area
+    -- is full. Which one: a random one, so the bookers that wait spread
+    -- over the lockers instead of all queueing on one and waking one by one.
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    exit when coalesce(cardinality(v_cands), 0) < quantity;
+    v_wait := v_cands[1 + floor(random() * cardinality(v_cands))::int];
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;
