@@ -724,9 +724,6 @@ begin
                         and bs.seat_id between v_area.first_unit_id and v_area.last_unit_id)) then
       return null;
     end if;
-    if v_rows = 64 or v_open < quantity then
-      v_open := null;
-    end if;
   end if;
   -- Where to start: in a large area, a look at 128 consecutive units from
   -- a random one, stopping at the N-th free unit, and then at 128 from
@@ -763,7 +760,7 @@ begin
     -- reading up from a random unit through the long runs of taken units
     -- that a sale's random starts leave cost an index probe a unit. Fewer
     -- than N, and the area is full.
-    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp());
     if coalesce(cardinality(v_cands), 0) < quantity then
       return null;
     end if;
@@ -835,11 +832,12 @@ begin
     -- Enough free units, counting those other bookers lock right now? They
     -- may still fail and free them: wait for one, holding no unit of this
     -- area, then try again, among the free units only. Otherwise the area
-    -- is full. Which one: a random one, so the bookers that wait spread
-    -- over the lockers instead of all queueing on one and waking one by one.
-    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    -- is full. Which one: a random one this attempt did not hold, so the
+    -- bookers that wait spread over the lockers instead of all queueing on
+    -- one and waking one by one.
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp());
     exit when coalesce(cardinality(v_cands), 0) < quantity;
-    v_wait := v_cands[1 + floor(random() * cardinality(v_cands))::int];
+    v_wait := (select x from unnest(v_cands) x where x <> all(v_got) order by random() limit 1);
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;
@@ -1553,16 +1551,16 @@ COMMENT ON FUNCTION app.create_show(spec jsonb) IS 'Creates a show or trip with 
 
 
 --
--- Name: free_units(bigint, bigint, int4range); Type: FUNCTION; Schema: app
+-- Name: free_units(bigint, bigint, int4range, timestamp with time zone); Type: FUNCTION; Schema: app
 --
 
-CREATE FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range) RETURNS bigint[]
+CREATE FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone) RETURNS bigint[]
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog'
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 -- The units of an area (ids first_unit to last_unit) that no committed,
--- unchanging booking holds over these legs (xmax 0, as claim_area_units
+-- unchanging booking holds over these legs at that instant (xmax 0, as claim_area_units
 -- counts them): every id, less the area's bookings read in one range of
 -- the B-tree on seat_id. A hash of those, not an index probe a unit.
 begin
@@ -1574,17 +1572,17 @@ begin
       select bs.seat_id from app.booking_seats bs
       where bs.seat_id between first_unit and last_unit and bs.active
         and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
-        and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid
+        and (bs.held_until is null or bs.held_until > free_units.at) and bs.xmax = '0'::xid
     ) f);
 end;
 $$;
 
 
 --
--- Name: FUNCTION free_units(first_unit bigint, last_unit bigint, legs int4range); Type: COMMENT; Schema: app
+-- Name: FUNCTION free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range) IS 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
+COMMENT ON FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone) IS 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
 
 
 --

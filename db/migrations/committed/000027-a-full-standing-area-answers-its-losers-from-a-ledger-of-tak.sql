@@ -1,5 +1,5 @@
 --! Previous: sha1:8c16c0639f7f350aeaf21b22f8305e62cbf472a2
---! Hash: sha1:704757d71d6c533e87879250f75aa191337eb296
+--! Hash: sha1:91cf28df265d83c01f3db785ed3484053a75fcac
 --! Message: A full standing area answers its losers from a ledger of taken units, not by counting its bookings
 
 -- A full standing area answers its losers without counting its bookings,
@@ -95,13 +95,13 @@ begin
 end;
 $$;
 
-create or replace function app.free_units(first_unit bigint, last_unit bigint, legs int4range) returns bigint[]
+create or replace function app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamptz) returns bigint[]
 language plpgsql stable
 set search_path = pg_catalog
 set plan_cache_mode = force_generic_plan
 as $$
 -- The units of an area (ids first_unit to last_unit) that no committed,
--- unchanging booking holds over these legs (xmax 0, as claim_area_units
+-- unchanging booking holds over these legs at that instant (xmax 0, as claim_area_units
 -- counts them): every id, less the area's bookings read in one range of
 -- the B-tree on seat_id. A hash of those, not an index probe a unit.
 begin
@@ -113,11 +113,11 @@ begin
       select bs.seat_id from app.booking_seats bs
       where bs.seat_id between first_unit and last_unit and bs.active
         and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
-        and (bs.held_until is null or bs.held_until > clock_timestamp()) and bs.xmax = '0'::xid
+        and (bs.held_until is null or bs.held_until > free_units.at) and bs.xmax = '0'::xid
     ) f);
 end;
 $$;
-comment on function app.free_units(bigint, bigint, int4range) is 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
+comment on function app.free_units(bigint, bigint, int4range, timestamptz) is 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
 
 create or replace function app.claim_area_units(show_id uuid, area text, quantity int, legs int4range) returns bigint[]
 language plpgsql
@@ -174,9 +174,6 @@ begin
                         and bs.seat_id between v_area.first_unit_id and v_area.last_unit_id)) then
       return null;
     end if;
-    if v_rows = 64 or v_open < quantity then
-      v_open := null;
-    end if;
   end if;
   -- Where to start: in a large area, a look at 128 consecutive units from
   -- a random one, stopping at the N-th free unit, and then at 128 from
@@ -213,7 +210,7 @@ begin
     -- reading up from a random unit through the long runs of taken units
     -- that a sale's random starts leave cost an index probe a unit. Fewer
     -- than N, and the area is full.
-    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp());
     if coalesce(cardinality(v_cands), 0) < quantity then
       return null;
     end if;
@@ -285,11 +282,12 @@ begin
     -- Enough free units, counting those other bookers lock right now? They
     -- may still fail and free them: wait for one, holding no unit of this
     -- area, then try again, among the free units only. Otherwise the area
-    -- is full. Which one: a random one, so the bookers that wait spread
-    -- over the lockers instead of all queueing on one and waking one by one.
-    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs);
+    -- is full. Which one: a random one this attempt did not hold, so the
+    -- bookers that wait spread over the lockers instead of all queueing on
+    -- one and waking one by one.
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp());
     exit when coalesce(cardinality(v_cands), 0) < quantity;
-    v_wait := v_cands[1 + floor(random() * cardinality(v_cands))::int];
+    v_wait := (select x from unnest(v_cands) x where x <> all(v_got) order by random() limit 1);
     exit when v_wait is null;
     begin
       perform 1 from app.seats s where s.id = v_wait for no key update;
