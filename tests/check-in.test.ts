@@ -328,7 +328,11 @@ describe('the logs of check-in', () => {
     const path = `/api/shows/${show.id}/check-ins`;
     await request(logged_app).post(path).set(door).send({ code: codes[0], gate: 'North', scannedAt: now() }).expect(200);
     await request(logged_app).post(path).set(door).send({ code: codes[0], gate: 'North', scannedAt: now() }).expect(409);
-    await request(logged_app).post(path).set(door).send({ code: `${codes[1]?.slice(0, -2)}AA`, gate: 'North', scannedAt: now() }).expect(422);
+    // A signature character changed, never to itself (a code that ended in
+    // "AA" stayed valid when its last two became "AA").
+    const code = codes[1] ?? '';
+    const forged = `${code.slice(0, -2)}${code.at(-2) === 'A' ? 'B' : 'A'}${code.slice(-1)}`;
+    await request(logged_app).post(path).set(door).send({ code: forged, gate: 'North', scannedAt: now() }).expect(422);
     await request(logged_app).post(path).set(door).send({ code: codes[1], gate: 'North\u0007', scannedAt: now() }).expect(400);
     await request(logged_app).post(`${path}/batch`).set(door).send({ scans: [{ code: codes[1], gate: 'North', scannedAt: now(), nonce: randomUUID() }] }).expect(200);
     await request(logged_app).post(path).set(admin).send({ code: codes[1], gate: 'North', scannedAt: now() }).expect(403);
