@@ -699,6 +699,7 @@ declare
   v_found int;
   v_rows int;
   v_cands bigint[];
+  v_near bigint;
 begin
   select a.first_unit_id, a.last_unit_id, a.capacity, sh.leg_count into v_area
   from app.areas a join app.shows sh on sh.id = a.show_id
@@ -753,25 +754,32 @@ begin
   if v_found >= quantity then
     v_start := v_first;
   else
-    -- Not seen: the area is nearly full, or small. Its free units, by one
-    -- read of its bookings in the B-tree on seat_id (a unit in a committed
-    -- booking that no transaction is changing, xmax 0, is taken whatever
-    -- happens next), are the only units the locking pass then tries:
-    -- reading up from a random unit through the long runs of taken units
-    -- that a sale's random starts leave cost an index probe a unit. Fewer
-    -- than N, and the area is full.
-    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp());
+    -- Not seen: the area is nearly full, or small. A few more free units
+    -- than N, read from its bookings in the B-tree on seat_id upwards (a
+    -- unit in a committed booking that no transaction is changing, xmax 0,
+    -- is taken whatever happens next), are the only units the locking pass
+    -- then tries: reading up from a random unit through the long runs of
+    -- taken units that a sale's random starts leave cost an index probe a
+    -- unit. The read starts where one of the area's latest bookings or
+    -- releases saw free units (the ledger's note), else at a random unit:
+    -- a nearly full area's free units gather in a few stretches, and from
+    -- a random unit the read would cross most of the area to reach them.
+    -- Fewer than N, and the area is full.
+    select x.near into v_near
+    from (select l.near from app.area_ledger l
+          where l.show_id = claim_area_units.show_id and l.area = claim_area_units.area and l.near is not null
+          order by l.id desc limit 8) x
+    order by random() limit 1;
+    v_start := case when v_near between v_area.first_unit_id and v_area.last_unit_id then v_near
+                    else v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint end;
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp(), v_start, quantity + 4);
     if coalesce(cardinality(v_cands), 0) < quantity then
       return null;
     end if;
-    v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
   end if;
   for v_round in 1..20 loop
     v_got := '{}';
     begin
-      if v_round > 1 then
-        v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
-      end if;
       for v_pass in 1..2 loop
         loop
           -- Free units over these legs, nobody else locking them; a hold past
@@ -835,7 +843,8 @@ begin
     -- is full. Which one: a random one this attempt did not hold, so the
     -- bookers that wait spread over the lockers instead of all queueing on
     -- one and waking one by one.
-    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp());
+    v_start := v_area.first_unit_id + floor(random() * (v_area.last_unit_id - v_area.first_unit_id + 1))::bigint;
+    v_cands := app.free_units(v_area.first_unit_id, v_area.last_unit_id, legs, clock_timestamp(), v_start, quantity + 4);
     exit when coalesce(cardinality(v_cands), 0) < quantity;
     v_wait := (select x from unnest(v_cands) x where x <> all(v_got) order by random() limit 1);
     exit when v_wait is null;
@@ -1269,10 +1278,12 @@ begin
       returning price
     )
     select sum(price) into v_total from claimed;
-    -- The standing areas' ledger of taken units, in the same transaction.
+    -- The standing areas' ledger of taken units, in the same transaction,
+    -- with the unit after the last one taken: where the next booker of a
+    -- nearly full area starts to look.
     if cardinality(v_units) > 0 then
-      insert into app.area_ledger (show_id, area, taken)
-      select v_show_id, a.name, count(*)
+      insert into app.area_ledger (show_id, area, taken, near)
+      select v_show_id, a.name, count(*), max(u) + 1
       from unnest(v_units) u
       join app.areas a on a.show_id = v_show_id and u between a.first_unit_id and a.last_unit_id
       group by a.name;
@@ -1551,38 +1562,65 @@ COMMENT ON FUNCTION app.create_show(spec jsonb) IS 'Creates a show or trip with 
 
 
 --
--- Name: free_units(bigint, bigint, int4range, timestamp with time zone); Type: FUNCTION; Schema: app
+-- Name: free_units(bigint, bigint, int4range, timestamp with time zone, bigint, integer); Type: FUNCTION; Schema: app
 --
 
-CREATE FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone) RETURNS bigint[]
+CREATE FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone, start_unit bigint, want integer) RETURNS bigint[]
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog'
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
--- The units of an area (ids first_unit to last_unit) that no committed,
--- unchanging booking holds over these legs at that instant (xmax 0, as claim_area_units
--- counts them): every id, less the area's bookings read in one range of
--- the B-tree on seat_id. A hash of those, not an index probe a unit.
+-- The first `want` units of an area (ids first_unit to last_unit), from
+-- start_unit upwards and then from first_unit, that no committed,
+-- unchanging booking holds over these legs at that instant (xmax 0, as
+-- claim_area_units counts them); all of them when there are fewer, so
+-- fewer than asked means these are all. One read of the area's bookings
+-- in the order of the B-tree on seat_id, which stops at the gap that
+-- completes the answer: each unit between two consecutive units taken is
+-- free. On a trip a unit may be in several bookings (different legs);
+-- equal neighbours leave no gap.
+declare
+  v_pass int;
+  v_lo bigint;
+  v_hi bigint;
+  v_last bigint;
+  v_got bigint[] := '{}';
 begin
-  return (
-    select array_agg(f.u order by f.u)
-    from (
-      select generate_series(first_unit, last_unit) as u
-      except
-      select bs.seat_id from app.booking_seats bs
-      where bs.seat_id between first_unit and last_unit and bs.active
-        and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
-        and (bs.held_until is null or bs.held_until > free_units.at) and bs.xmax = '0'::xid
-    ) f);
+  for v_pass in 1..2 loop
+    v_lo := case when v_pass = 1 then start_unit else first_unit end;
+    v_hi := case when v_pass = 1 then last_unit else start_unit - 1 end;
+    continue when v_lo > v_hi;
+    -- The gaps below each unit taken.
+    v_got := v_got || coalesce((
+      select array_agg(g.u)
+      from (select generate_series(coalesce(lag(t.seat_id) over (order by t.seat_id), v_lo - 1) + 1, t.seat_id - 1) as u
+            from (select bs.seat_id from app.booking_seats bs
+                  where bs.seat_id between v_lo and v_hi and bs.active
+                    and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
+                    and (bs.held_until is null or bs.held_until > free_units.at) and bs.xmax = '0'::xid
+                  order by bs.seat_id) t
+            limit want - cardinality(v_got)) g), '{}');
+    exit when cardinality(v_got) >= want;
+    -- Every booking of the range read: the units above the last one taken.
+    select max(bs.seat_id) into v_last
+    from app.booking_seats bs
+    where bs.seat_id between v_lo and v_hi and bs.active
+      and lower(bs.legs) < upper(free_units.legs) and lower(free_units.legs) < upper(bs.legs)
+      and (bs.held_until is null or bs.held_until > free_units.at) and bs.xmax = '0'::xid;
+    v_got := v_got || array(select generate_series(coalesce(v_last, v_lo - 1) + 1,
+                                                   least(v_hi, coalesce(v_last, v_lo - 1) + want - cardinality(v_got))));
+    exit when cardinality(v_got) >= want;
+  end loop;
+  return (select array_agg(x order by x) from unnest(v_got) x);
 end;
 $$;
 
 
 --
--- Name: FUNCTION free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone); Type: COMMENT; Schema: app
+-- Name: FUNCTION free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone, start_unit bigint, want integer); Type: COMMENT; Schema: app
 --
 
-COMMENT ON FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone) IS 'The units of a standing area that no committed booking holds over the legs, read in one pass over its bookings.';
+COMMENT ON FUNCTION app.free_units(first_unit bigint, last_unit bigint, legs int4range, at timestamp with time zone, start_unit bigint, want integer) IS 'The first free units of a standing area from a unit on, or all when fewer: one ordered read of its bookings that stops once it has enough.';
 
 
 --
@@ -2755,7 +2793,8 @@ begin
   end loop;
   -- Each standing area's ledger, folded into one row once it has grown:
   -- the rows no other sweep is folding (SKIP LOCKED), deleted and summed in
-  -- one statement. Bookings only insert, so none waits for this.
+  -- one statement, which keeps the latest note of where free units are.
+  -- Bookings only insert, so none waits for this.
   for v_area in
     select l.show_id, l.area from app.area_ledger l group by l.show_id, l.area having count(*) > 32
   loop
@@ -2764,10 +2803,11 @@ begin
       where l.ctid = any(array(select x.ctid from app.area_ledger x
                                where x.show_id = v_area.show_id and x.area = v_area.area
                                for update skip locked))
-      returning l.taken
+      returning l.id, l.taken, l.near
     )
-    insert into app.area_ledger (show_id, area, taken)
-    select v_area.show_id, v_area.area, sum(taken) from folded having count(*) > 0;
+    insert into app.area_ledger (show_id, area, taken, near)
+    select v_area.show_id, v_area.area, sum(taken), (array_agg(near order by id desc) filter (where near is not null))[1]
+    from folded having count(*) > 0;
   end loop;
   delete from app.idempotency_keys k where k.created_at < clock_timestamp() - keep_keys;
   get diagnostics v_purged = row_count;
@@ -2855,14 +2895,15 @@ begin
   -- Freeing needs no seat lock: a booker that still sees the old row
   -- active either treats it as taken (it was, a moment ago) or as a lapsed hold.
   if new.status in ('cancelled', 'expired') then
-    -- Freed units leave the standing areas' ledger in the same statement.
+    -- Freed units leave the standing areas' ledger in the same statement,
+    -- the first of them noted as where free units are.
     with released as (
       update app.booking_seats bs set active = false, held_until = null
       where bs.booking_id = new.id and bs.active
       returning bs.seat_id
     )
-    insert into app.area_ledger (show_id, area, taken)
-    select new.show_id, a.name, -count(*)
+    insert into app.area_ledger (show_id, area, taken, near)
+    select new.show_id, a.name, -count(*), min(r.seat_id)
     from released r
     join app.areas a on a.show_id = new.show_id and r.seat_id between a.first_unit_id and a.last_unit_id
     group by a.name;
@@ -2929,7 +2970,8 @@ CREATE TABLE app.area_ledger (
     show_id uuid NOT NULL,
     area text NOT NULL,
     id bigint NOT NULL,
-    taken integer NOT NULL
+    taken integer NOT NULL,
+    near bigint
 );
 
 
@@ -2938,6 +2980,13 @@ CREATE TABLE app.area_ledger (
 --
 
 COMMENT ON TABLE app.area_ledger IS 'Units each standing area gained (taken) or lost (freed), one row a booking or release, folded by the sweep; the sum is the area''s active booking rows, which claim_area_units reads.';
+
+
+--
+-- Name: COLUMN area_ledger.near; Type: COMMENT; Schema: app
+--
+
+COMMENT ON COLUMN app.area_ledger.near IS 'A unit of the area where free units were last seen: after the last unit a booking took, or the first a release freed; where the next read of a nearly full area starts.';
 
 
 --

@@ -356,6 +356,39 @@ describe('a large area', () => {
     return pages ?? [];
   }
 
+  /**
+   * Rows of booking_seats read by seven claims of one admission, sorted, as
+   * the server counts them in the transaction; each is given back. Pages
+   * undercount a read of many bookings in a row: consecutive rows on one
+   * page are one page.
+   */
+  async function claimRows(showId: string): Promise<number[]> {
+    const [rows] = await withClients(1, async (client) => {
+      await client.query('begin');
+      try {
+        const fetched = async () =>
+          Number(
+            (
+              await client.query<{ n: string }>(
+                `select pg_stat_get_xact_tuples_fetched('app.booking_seats'::regclass) as n`,
+              )
+            ).rows[0]?.n,
+          );
+        const read: number[] = [];
+        for (let i = 0; i < 8; i += 1) {
+          const before = await fetched();
+          await client.query(`select app.claim_area_units($1, 'Floor', 1, int4range(0, 1))`, [showId]);
+          if (i > 0) read.push((await fetched()) - before);
+        }
+        return read.sort((a, b) => a - b);
+      } finally {
+        await client.query('rollback');
+      }
+    });
+    expect(rows).toHaveLength(7);
+    return rows ?? [];
+  }
+
   /** Books `orders` orders of ten admissions on each of `connections` separate connections. */
   async function fill(showId: string, connections: number, orders: number, legs: Record<string, string> = {}): Promise<Booking[]> {
     const results = await withClients(connections, async (client) => {
@@ -391,6 +424,54 @@ describe('a large area', () => {
     // pages.
     const pages = await claimPages(show.id);
     expect(pages[3]).toBeLessThan(250);
+  });
+
+  it('finds the last free units of a nearly full area without reading all its bookings', async () => {
+    const show = await createShow(app, concert(40000));
+    expect((await fill(show.id, 20, 198)).every((b) => b.status === 'confirmed')).toBe(true);
+    // 400 units left, and the sweep has folded the sale's ledger rows.
+    await pool.query('select app.sweep()');
+    // Reading every booking of the area to find them read 39,856 rows a
+    // claim; the looks at 128 units read 256.
+    const rows = await claimRows(show.id);
+    expect(rows[3]).toBeLessThan(2000);
+    // The last ones too, and then it is full.
+    const rest = await fill(show.id, 4, 10);
+    expect(rest.every((b) => b.status === 'confirmed')).toBe(true);
+    expect(await activeUnits(show.id)).toBe(40000);
+    expect((await bookInSql(pool, { showId: show.id, areas: [{ name: 'Floor', quantity: 1 }] })).failureReason).toBe('area-full');
+    expect(await doubleBookedSeats(pool, show.id)).toEqual([]);
+    expect(await areaCountMismatches(pool, show.id)).toEqual([]);
+  });
+
+  it('lists the first free units from any unit on, and all of them when fewer are asked than there are', async () => {
+    const show = await createShow(app, concert(1200));
+    await fill(show.id, 4, 25);
+    const { rows } = await pool.query<{ first: string; last: string }>(
+      `select first_unit_id as first, last_unit_id as last from app.areas where show_id = $1`,
+      [show.id],
+    );
+    const first = Number(rows[0]?.first);
+    const last = Number(rows[0]?.last);
+    const free = async (start: number, want: number) =>
+      (
+        await pool.query<{ units: string[] | null }>(
+          `select app.free_units($1, $2, int4range(0, 1), clock_timestamp(), $3, $4) as units`,
+          [first, last, start, want],
+        )
+      ).rows[0]?.units?.map(Number) ?? [];
+    const { rows: taken } = await pool.query<{ id: string }>(
+      `select seat_id as id from app.booking_seats where show_id = $1 and active`,
+      [show.id],
+    );
+    const takenIds = new Set(taken.map((r) => Number(r.id)));
+    const all = Array.from({ length: last - first + 1 }, (_, i) => first + i).filter((u) => !takenIds.has(u));
+    expect(all).toHaveLength(200);
+    expect(await free(first, 10_000)).toEqual(all);
+    for (const start of [first, first + 1, first + 517, last - 1, last]) {
+      const expected = [...all.filter((u) => u >= start), ...all.filter((u) => u < start)].slice(0, 7).sort((a, b) => a - b);
+      expect(await free(start, 7)).toEqual(expected);
+    }
   });
 
   it('is full while holds fill it, and sells their units the instant they lapse', async () => {
